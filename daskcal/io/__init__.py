@@ -1,0 +1,1 @@
+"""afw FITS formats: archives, exposures, afw tables."""
