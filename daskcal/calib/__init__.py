@@ -1,0 +1,1 @@
+"""Calibration products: PhotoCalib, bounded fields, SkyWcs, backgrounds, lookup tables."""

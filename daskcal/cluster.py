@@ -1,0 +1,121 @@
+"""Where the graph runs: in process, on this machine, on PBS/Slurm, or on a running cluster.
+
+``--batch-type none`` computes in this process with Dask's synchronous scheduler;
+``smp`` starts a ``distributed.LocalCluster`` of ``--cores`` single-threaded worker
+processes; ``pbs`` and ``slurm`` start dask-jobqueue clusters whose site policy (queue,
+account, memory, interface, ...) comes from the user's dask-jobqueue YAML; ``--scheduler
+ADDRESS`` connects to a running scheduler. The science code never sees which.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import dask
+
+__all__ = ["ExecutionOptions", "dask_client", "make_jobqueue_cluster", "walltime"]
+
+log = logging.getLogger("daskcal")
+
+BATCH_TYPES = ("none", "smp", "pbs", "slurm")
+
+
+@dataclass(frozen=True)
+class ExecutionOptions:
+    """How to run: the hscPipe batch flags plus a scheduler address.
+
+    Attributes
+    ----------
+    batch_type : str
+        ``none``, ``smp``, ``pbs`` or ``slurm``.
+    cores : int
+        Worker processes per node (``smp``: on this machine).
+    nodes : int
+        Batch jobs (``pbs``/``slurm``).
+    time : float
+        Expected seconds per data id, as hscPipe's ``--time``; sets the walltime.
+    job : str or None
+        Batch job name.
+    scheduler : str or None
+        Address of a running Dask scheduler; overrides ``batch_type``.
+    """
+
+    batch_type: str = "none"
+    cores: int = 1
+    nodes: int = 1
+    time: float = 600.0
+    job: str | None = None
+    scheduler: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_type not in BATCH_TYPES:
+            raise ValueError(
+                f"--batch-type {self.batch_type!r}: must be one of {', '.join(BATCH_TYPES)}"
+            )
+        if self.cores < 1 or self.nodes < 1:
+            raise ValueError("--cores and --nodes must be >= 1")
+
+
+def walltime(seconds_per_id: float, n_ids: int, workers: int) -> str:
+    """Batch walltime ``HH:MM:SS`` for ``n_ids`` ids over ``workers``, with 50% margin.
+
+    >>> walltime(600, 100, 8)
+    '03:15:00'
+    """
+    total = max(600, math.ceil(1.5 * seconds_per_id * math.ceil(n_ids / workers)))
+    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+def make_jobqueue_cluster(opts: ExecutionOptions, n_ids: int = 1):
+    """A dask-jobqueue PBSCluster/SLURMCluster: ``opts.cores`` workers per job.
+
+    Site settings (queue, account, memory, interface, job_directives_skip, ...) are read
+    by dask-jobqueue from its YAML config (``~/.config/dask/jobqueue.yaml``); only what
+    the command line decides is passed here. The workers run this Python.
+    """
+    import dask_jobqueue
+
+    cls = {"pbs": dask_jobqueue.PBSCluster, "slurm": dask_jobqueue.SLURMCluster}[opts.batch_type]
+    section = f"jobqueue.{opts.batch_type}"
+    kwargs = {
+        "cores": opts.cores,
+        "processes": opts.cores,
+        "walltime": walltime(opts.time, n_ids, opts.cores * opts.nodes),
+        "python": sys.executable,
+    }
+    if dask.config.get(f"{section}.memory", None) is None:
+        kwargs["memory"] = f"{4 * opts.cores}GB"
+    if opts.job:
+        kwargs["job_name"] = opts.job
+    return cls(**kwargs)
+
+
+@contextmanager
+def dask_client(opts: ExecutionOptions, n_ids: int = 1) -> Iterator[object | None]:
+    """A ``distributed.Client`` for the options, or None for in-process execution."""
+    if opts.scheduler is None and opts.batch_type == "none":
+        with dask.config.set(scheduler="synchronous"):
+            yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if opts.scheduler is not None:
+        with Client(opts.scheduler) as client:
+            log.info("connected to %s; dashboard: %s", opts.scheduler, client.dashboard_link)
+            yield client
+        return
+    if opts.batch_type == "smp":
+        cluster = LocalCluster(
+            n_workers=opts.cores, threads_per_worker=1, processes=True, dashboard_address=":0"
+        )
+    else:
+        cluster = make_jobqueue_cluster(opts, n_ids)
+        cluster.scale(jobs=opts.nodes)
+    with cluster, Client(cluster) as client:
+        log.info("dashboard: %s", client.dashboard_link)
+        yield client
