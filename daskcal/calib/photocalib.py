@@ -41,6 +41,7 @@ __all__ = [
     "F_AB_NJY",
     "CalibrationError",
     "PhotoCalib",
+    "calibrate_instflux",
     "nanojansky_to_abmag",
     "photocalib_from_archive",
     "photocalib_from_fluxmag0",
@@ -112,20 +113,6 @@ class PhotoCalib:
         """The constant PhotoCalib(cbar, sigma_c) attached to calibrated exposures."""
         return PhotoCalib(self.mean, self.err, True, ChebyshevBoundedField.constant(self.mean))
 
-    def _relative_terms(
-        self, flux: Any, err: Any, x: Any, y: Any, error_rule: str
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        if error_rule not in ERROR_RULES:
-            raise ValueError(f"error_rule must be one of {ERROR_RULES}, not {error_rule!r}")
-        c = self.evaluate(x, y)
-        njy = np.asarray(flux, dtype=float) * c
-        if err is None:
-            return c, njy, None
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cal = self.err / c if error_rule == "hscpipe8" else np.zeros_like(c)
-            rel = np.hypot(np.asarray(err, dtype=float) / np.asarray(flux, dtype=float), cal)
-        return c, njy, rel
-
     def instflux_to_nanojansky(
         self,
         flux: Any,
@@ -135,11 +122,10 @@ class PhotoCalib:
         error_rule: str = "hscpipe8",
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Instrumental flux (counts) to (nJy, nJyErr); nJyErr is None when err is None."""
-        _, njy, rel = self._relative_terms(flux, err, x, y, error_rule)
-        if rel is None:
-            return njy[()], None
-        with np.errstate(invalid="ignore"):
-            return njy[()], (np.abs(njy) * rel)[()]
+        njy, njy_err, _, _ = calibrate_instflux(
+            flux, err, self.evaluate(x, y), self.err, error_rule
+        )
+        return njy, njy_err
 
     def instflux_to_magnitude(
         self,
@@ -150,9 +136,10 @@ class PhotoCalib:
         error_rule: str = "hscpipe8",
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Instrumental flux (counts) to (AB mag, magErr); magErr is None when err is None."""
-        _, njy, rel = self._relative_terms(flux, err, x, y, error_rule)
-        mag = nanojansky_to_abmag(njy)
-        return mag, None if rel is None else (_MAG_ERR_SCALE * rel)[()]
+        _, _, mag, mag_err = calibrate_instflux(
+            flux, err, self.evaluate(x, y), self.err, error_rule
+        )
+        return mag, mag_err
 
     def add_to_archive(self, writer: ArchiveWriter) -> int:
         """Append as afw's PhotoCalib catalog (plus its field); returns the PhotoCalib id."""
@@ -168,6 +155,41 @@ class PhotoCalib:
         field = self.field if self.field is not None else ChebyshevBoundedField.constant(self.mean)
         field_id[0] = field.add_to_archive(writer)  # afw numbers the field after the calib
         return obj_id
+
+
+def calibrate_instflux(
+    flux: Any, err: Any, c: Any, sigma_c: float, error_rule: str = "hscpipe8"
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """Instrumental fluxes to (nJy, nJyErr, AB mag, magErr) given c at each source.
+
+    Parameters
+    ----------
+    flux, err : array-like
+        ``instFlux`` and ``instFluxErr`` (counts); ``err`` may be None.
+    c : array-like
+        The calibration (nJy per count) evaluated at each source.
+    sigma_c : float
+        ``calibrationErr``; enters as sigma_c / c with ``error_rule="hscpipe8"``.
+    error_rule : {"hscpipe8", "afw29"}
+        Whether the calibration error is added in quadrature (afw <= 28).
+
+    Returns
+    -------
+    tuple
+        (flux, fluxErr, mag, magErr); the errors are None when ``err`` is None.
+    """
+    if error_rule not in ERROR_RULES:
+        raise ValueError(f"error_rule must be one of {ERROR_RULES}, not {error_rule!r}")
+    flux = np.asarray(flux, dtype=float)
+    c = np.asarray(c, dtype=float)
+    njy = flux * c
+    mag = nanojansky_to_abmag(njy)
+    if err is None:
+        return njy[()], None, mag, None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cal = sigma_c / c if error_rule == "hscpipe8" else np.zeros_like(c)
+        rel = np.hypot(np.asarray(err, dtype=float) / flux, cal)
+        return njy[()], (np.abs(njy) * rel)[()], mag, (_MAG_ERR_SCALE * rel)[()]
 
 
 def nanojansky_to_abmag(njy: Any) -> np.ndarray:

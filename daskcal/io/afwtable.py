@@ -100,14 +100,16 @@ def decode_columns(hdu: fits.BinTableHDU, rows: slice | None = None) -> dict[str
     data = hdu.data
     if rows is not None:
         data = data[rows]
+    nrows = 0 if data is None else len(data)
     flagcol = flag_column_name(hdu.header)
     out: dict[str, np.ndarray] = {}
     for name in hdu.columns.names:
         values = data[name] if data is not None else np.array([])
         if name == flagcol:
-            bits = np.asarray(values, dtype=bool).reshape(len(data), -1)
-            for k, flag in enumerate(flag_names(hdu.header)):
-                out[flag] = bits[:, k]
+            names = flag_names(hdu.header)
+            bits = np.asarray(values, dtype=bool).reshape(nrows, -1) if nrows else None
+            for k, flag in enumerate(names):
+                out[flag] = bits[:, k] if bits is not None else np.zeros(0, dtype=bool)
         elif values.dtype.kind in "SU":
             out[name] = np.char.rstrip(np.asarray(values))
         else:
@@ -163,14 +165,16 @@ def make_table_hdu(
     if flags:
         header.comments["TTYPE1"] = "bits for all Flag fields; see also TFLAGn"
         header["FLAGCOL"] = (1, "Column number for the bitflags.")
+    # appended, not inserted after TFORMn: astropy gathers the standard column cards
+    # together when it writes anyway, and inserting is quadratic in the header length
     for i, f in enumerate(fields, start=1 + offset):
         if f.doc:
-            header.set(f"TDOC{i}", f.doc, after=f"TFORM{i}")
-        header.set(f"TCCLS{i}", f.ccls, "Field template used by lsst.afw.table")
+            header.append((f"TDOC{i}", f.doc), end=True)
+        header.append((f"TCCLS{i}", f.ccls, "Field template used by lsst.afw.table"), end=True)
     for k, flag in enumerate(flags, start=1):
-        header[f"TFLAG{k}"] = flag.name
+        header.append((f"TFLAG{k}", flag.name), end=True)
         if flag.doc:
-            header[f"TFDOC{k}"] = flag.doc
+            header.append((f"TFDOC{k}", flag.doc), end=True)
     return hdu
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "ArchiveWriter",
     "NewCatalog",
     "find_archive_hdu",
+    "pristine_copy",
     "read_archive",
 ]
 
@@ -89,7 +90,10 @@ class ArchiveCatalog:
         value = self.columns[name][row]
         if isinstance(value, bytes | str):
             return value.encode() if isinstance(value, str) else value
-        return np.asarray(value, dtype=np.uint8).tobytes()
+        arr = np.asarray(value)
+        if arr.dtype.kind in "SU":  # variable-length strings come back as arrays of characters
+            return "".join(arr.astype(str).tolist()).encode()
+        return arr.astype(np.uint8, copy=False).tobytes()
 
 
 @dataclass
@@ -259,7 +263,9 @@ class ArchiveWriter:
                     index.append(
                         (r.id, r.cat_archive, r.cat_persistable, r.row0, r.nrows, r.name, r.module)
                     )
-            data_hdus = [base.hdul[base.index_hdu + n] for n in range(1, base.n_catalogs)]
+            data_hdus = [
+                pristine_copy(base.hdul[base.index_hdu + n]) for n in range(1, base.n_catalogs)
+            ]
         # group new catalogs by (class name, schema)
         groups: dict[tuple, list[tuple[int, int, NewCatalog]]] = {}
         for obj_id, name, module, catalogs in self._objects:
@@ -310,6 +316,27 @@ class ArchiveWriter:
         index_hdu.header["AR_NCAT"] = (len(data_hdus) + 1, _NCAT_COMMENT)
         index_hdu.header["HIERARCH AFW_TABLE_VERSION"] = 3
         return [index_hdu, *data_hdus]
+
+
+def pristine_copy(hdu: fits.BinTableHDU) -> fits.BinTableHDU:
+    """An unmodified copy of a file's HDU, rebuilt from its bytes on disk.
+
+    astropy re-serialises a table whose columns were read (converted) when it writes it,
+    and corrupts the heap of variable-length string columns on the way; an HDU parsed
+    afresh from the file's own bytes is written back byte for byte. HDUs not backed by a
+    file are returned as they are.
+    """
+    info = hdu.fileinfo()
+    if not info or info.get("file") is None:
+        return hdu
+    f = info["file"]
+    pos = f.tell()
+    try:
+        f.seek(info["hdrLoc"])
+        raw = f.read(info["datLoc"] - info["hdrLoc"] + info["datSpan"])
+    finally:
+        f.seek(pos)
+    return fits.BinTableHDU.fromstring(raw)
 
 
 def _concat(parts: list[np.ndarray]) -> np.ndarray:
