@@ -76,9 +76,7 @@ class CalibrateConfig:
             value = getattr(self, f.name)
             expected = bool if f.type == "bool" else int if f.type == "int" else str
             if type(value) is not expected:
-                raise ConfigError(
-                    f"config {f.name}={value!r}: expected {expected.__name__}"
-                )
+                raise ConfigError(f"config {f.name}={value!r}: expected {expected.__name__}")
         _choice("externalPhotoCalibName", self.externalPhotoCalibName, PHOTOCALIB_NAMES)
         _choice("externalSkyWcsName", self.externalSkyWcsName, ("jointcal",))
         _choice("fluxErrorRule", self.fluxErrorRule, ERROR_RULES)
@@ -122,9 +120,7 @@ def _literal(key: str, text: str) -> Any:
         raise ConfigError(f"config {key}: cannot parse value {text!r} as a literal") from None
 
 
-def parse_overrides(
-    items: list[str], base: CalibrateConfig | None = None
-) -> CalibrateConfig:
+def parse_overrides(items: list[str], base: CalibrateConfig | None = None) -> CalibrateConfig:
     """Apply ``key=value`` overrides (the ``--config`` arguments) to ``base``."""
     changes: dict[str, Any] = {}
     for item in items:

@@ -35,6 +35,7 @@ class RunReport:
 
     task: str
     outcomes: list[Outcome] = field(default_factory=list)
+    elapsed: float = 0.0
 
     def add(self, outcome: Outcome) -> None:
         """Record one outcome."""
@@ -62,17 +63,25 @@ class RunReport:
     def table(self, keys: tuple[str, ...] = ("visit", "ccd")) -> str:
         """Aligned text table, failures first."""
         order = {"failed": 0, "done": 1, "skipped": 2}
-        rows = [(*(str(o.dataid.get(k, "")) for k in keys), o.status, o.reason or o.output)
-                for o in sorted(self.outcomes, key=lambda o: order[o.status])]
+        rows = [
+            (*(str(o.dataid.get(k, "")) for k in keys), o.status, o.reason or o.output)
+            for o in sorted(self.outcomes, key=lambda o: order[o.status])
+        ]
         header = (*keys, "status", "reason / output")
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(keys) + 1)]
-        lines = ["  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=False)) + "  " + r[-1]
-                 for r in [header, *rows]]
+        lines = [
+            "  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=False)) + "  " + r[-1]
+            for r in [header, *rows]
+        ]
         return "\n".join(line.rstrip() for line in lines)
 
     def save(self, path: Path) -> None:
         """Write the report as JSON (atomically)."""
-        payload = {"task": self.task, "summary": self.summary(),
-                   "outcomes": [asdict(o) for o in self.outcomes]}
+        payload = {
+            "task": self.task,
+            "summary": self.summary(),
+            "elapsed_s": self.elapsed,
+            "outcomes": [asdict(o) for o in self.outcomes],
+        }
         with atomic_write(path) as tmp:
             Path(tmp).write_text(json.dumps(payload, indent=1, default=str) + "\n")

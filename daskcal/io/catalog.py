@@ -416,3 +416,21 @@ def instflux_columns(df: pd.DataFrame) -> dict[str, tuple[str, str | None]]:
             prefix = name[: -len("_instFlux")]
             out[prefix] = (modern[name], modern.get(prefix + "_instFluxErr"))
     return out
+
+
+def catalog_meta(path: str | os.PathLike) -> pd.DataFrame:
+    """An empty frame with :func:`read_catalog`'s columns, dtypes and attrs, from the header.
+
+    Reads the header of HDU 1 only (no table rows): it is the ``meta`` of lazy catalogs.
+    """
+    path = str(Path(path).resolve())
+    with fits.open(path) as hdul:
+        header = hdul[1].header.copy()
+        cols = [
+            fits.Column(name=c.name, format=c.format, unit=c.unit, dim=c.dim)
+            for c in hdul[1].columns
+        ]
+    empty = fits.BinTableHDU.from_columns(cols, nrows=0, header=header)
+    df = pd.DataFrame({k: _series_values(v) for k, v in decode_columns(empty).items()})
+    df.attrs.update(_header_info(header), path=path)
+    return df

@@ -1,0 +1,217 @@
+"""The ``daskcal`` command line.
+
+Each subcommand is a :class:`Command` (its arguments and its ``run`` function) listed once in
+:data:`COMMANDS`. User errors (bad ``--id``, missing repository, bad rerun, bad config) are
+printed as one line ``daskcal: error: ...`` on stderr with exit code 2, without a traceback.
+
+``daskcal info REPO [--rerun R] [--id ...]`` shows, for the selected data ids, how many of
+each input dataset exist along the rerun's lookup chain and which are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from .config import ConfigError
+from .dataid import DataIdError, format_id, parse_ids
+from .repo import TRACT_DATASETS, Repository, RepositoryError
+
+__all__ = ["COMMANDS", "Command", "add_repo_arguments", "main", "open_repository"]
+
+#: Errors shown to the user as one line (anything else is a bug and keeps its traceback).
+USER_ERRORS = (DataIdError, RepositoryError, ConfigError, FileNotFoundError)
+INFO_DATASETS = (
+    "calexp",
+    "src",
+    "skyCorr",
+    "jointcal_wcs",
+    "jointcal_photoCalib",
+    "fgcm_photoCalib",
+    "fgcm_tract_photoCalib",
+    "calibrated_exp",
+    "calibrated_src",
+)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: ``arguments(parser)`` declares its options, ``run(args)`` returns 0/1."""
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"daskcal: error: {message} (see {self.prog} --help)\n")
+
+
+def add_repo_arguments(parser: argparse.ArgumentParser) -> None:
+    """``REPO``, ``--rerun`` and repeatable ``--id``, as hscPipe's command-line tasks take."""
+    parser.add_argument("repo", metavar="REPO", help="repository root (with _mapper)")
+    parser.add_argument("--rerun", help="NAME, or IN:OUT to read IN and write OUT")
+    parser.add_argument(
+        "--id",
+        nargs="*",
+        action="append",
+        metavar="KEY=VALUE",
+        help="data ids, e.g. --id field=NGC604 tract=0 ccd=0..8^10..103 (repeatable; "
+        "values split on ^, A..B:S ranges; default: everything)",
+    )
+
+
+def open_repository(args: argparse.Namespace) -> tuple[Repository, list[dict[str, Any]]]:
+    """The repository and the parsed (not yet expanded) data ids of a command line."""
+    ids = parse_ids(args.id or [[]])
+    return Repository(args.repo, rerun=args.rerun), ids
+
+
+def _missing_text(missing: list[dict[str, Any]], limit: int) -> str:
+    shown = " ".join(f"{d['visit']}/{d['ccd']}" for d in missing[:limit])
+    return shown + (" ..." if len(missing) > limit else "")
+
+
+def _tract_groups(
+    dataset: str, ids: list[dict[str, Any]], on_disk: dict[str, list[int]]
+) -> dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]]:
+    """Table label -> [(data id, the ids to look for)] for one dataset."""
+    if dataset not in TRACT_DATASETS:
+        return {"-": [(d, [d]) for d in ids]}
+    groups: dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
+    for d in ids:
+        if d.get("tract") is not None:
+            label, tries = str(d["tract"]), [d]
+        else:
+            tracts = on_disk.get(d["filter"], [])
+            label = "on disk: " + ",".join(map(str, tracts)) if tracts else "n/a (give tract=)"
+            tries = [{**d, "tract": t} for t in tracts]
+        groups.setdefault(label, []).append((d, tries))
+    return groups
+
+
+def info_rows(
+    repo: Repository, ids: list[dict[str, Any]], limit: int = 5
+) -> list[tuple[str, str, str, str, str]]:
+    """Rows (dataset, tract, found, missing, missing ids) of the ``info`` table.
+
+    Ids with ``tract`` are looked for in that tract (one row per tract). Ids without it are
+    looked for in every tract that has jointcal/FGCM results for their filter on disk (tract
+    column ``on disk: T1,T2``) and count as found when present in any of them; a filter
+    with no such tract shows ``n/a (give tract=)`` and its ids count as missing.
+    """
+    on_disk = repo.tracts()
+    rows = []
+    for dataset in INFO_DATASETS:
+        for label, members in _tract_groups(dataset, ids, on_disk).items():
+            missing = [
+                d for d, tries in members if not any(repo.exists(dataset, t) for t in tries)
+            ]
+            found, text = len(members) - len(missing), _missing_text(missing, limit)
+            rows.append((dataset, label, str(found), str(len(missing)), text))
+    return rows
+
+
+def format_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()
+) -> str:
+    """An aligned text table; the columns numbered in ``right`` are right-aligned.
+
+    >>> print(format_table(("name", "n"), [("calexp", "3"), ("src", "12")], right=[1]))
+    name     n
+    calexp   3
+    src     12
+    """
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _info_arguments(parser: argparse.ArgumentParser) -> None:
+    add_repo_arguments(parser)
+    parser.add_argument(
+        "--show-missing", type=_count, default=5, metavar="N", help="list up to N missing ids"
+    )
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """``daskcal info``: what exists for the selected data ids."""
+    repo, ids = open_repository(args)
+    found, unmatched = repo.match(ids)
+    if not found:
+        raise DataIdError(f"no data in {repo.root}" + (" for the given --id" if args.id else ""))
+    rerun = f"{repo.input_dir}" if repo.rerun else "(none: ROOT itself)"
+    rerun += f" -> {repo.output_dir}" if repo.output_dir != repo.input_dir else ""
+    source = repo.registry or "none: ids from calexp/src files on disk"
+    filters = sorted({d["filter"] for d in found})
+    print(f"repository  {repo.root}\nrerun       {rerun}\nregistry    {source}")
+    print(
+        f"data ids    {len(found)} ({len({d['visit'] for d in found})} visits, "
+        f"{len({d['ccd'] for d in found})} ccds; filters {' '.join(filters)})"
+    )
+    if unmatched:
+        more = " ..." if len(unmatched) > 3 else ""
+        shown = "; ".join(map(format_id, unmatched[:3]))
+        print(f"no data     {len(unmatched)} data ids: {shown}{more}")
+    print()
+    header = ("dataset", "tract", "found", "missing", "missing (visit/ccd)")
+    print(format_table(header, info_rows(repo, found, args.show_missing), right=(2, 3)))
+    return 0
+
+
+#: The subcommands, in the order ``daskcal --help`` lists them.
+COMMANDS: tuple[Command, ...] = (
+    Command("info", "what exists in a repository for some data ids", _info_arguments, run_info),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``daskcal`` argument parser with every command of :data:`COMMANDS`."""
+    parser = _Parser(prog="daskcal", description="Apply HSC mosaic calibrations with Dask.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        child = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.arguments(child)
+        child.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``daskcal``; returns the exit code (0 ok, 1 some data failed, 2 usage error)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    try:
+        return args.run(args)
+    except USER_ERRORS as err:
+        print(f"daskcal: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. ``daskcal info ... | head``
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

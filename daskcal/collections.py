@@ -1,0 +1,143 @@
+"""Lazy collections over a repository: catalogs as a dask DataFrame, exposures as xarray.
+
+Nothing here reads table rows or pixels: a catalog collection is built from the first
+file's header (its ``meta``) and one partition per (visit, ccd); an exposure dataset from
+headers, with one dask task per row block. Tasks receive file names, never open files, so
+the graphs run on any Dask scheduler, distributed clusters included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .dataid import DataIdError, format_id
+from .io.catalog import catalog_meta, read_catalog
+from .io.exposure import read_exposure
+from .repo import Repository
+
+__all__ = ["ID_COLUMNS", "open_catalogs", "open_exposures", "resolve_ids", "with_ids"]
+
+#: Data-id columns added to every catalog partition, in this order.
+ID_COLUMNS = ("visit", "ccd", "tract", "filter", "pointing")
+
+
+def resolve_ids(
+    repo: Repository, ids: Iterable[Mapping[str, Any]] | None, dataset: str
+) -> tuple[list[dict[str, Any]], list[Path]]:
+    """Full data ids and their files; raises DataIdError naming ids whose file is absent."""
+    full = repo.expand(list(ids) if ids is not None else [{}])
+    paths = [repo.find(dataset, d) for d in full]
+    absent = [format_id(d) for d, p in zip(full, paths, strict=True) if p is None]
+    if absent:
+        more = f" and {len(absent) - 3} more" if len(absent) > 3 else ""
+        raise DataIdError(f"no {dataset} for {'; '.join(absent[:3])}{more}")
+    return full, paths
+
+
+def with_ids(df: pd.DataFrame, dataid: Mapping[str, Any]) -> pd.DataFrame:
+    """Append the data-id columns (visit, ccd, tract, filter, pointing) to a frame."""
+    n = len(df)
+    ids = {
+        "visit": np.full(n, int(dataid["visit"]), dtype=np.int64),
+        "ccd": np.full(n, int(dataid["ccd"]), dtype=np.int64),
+        "tract": np.full(n, int(dataid.get("tract", -1)), dtype=np.int64),
+        "filter": pd.array([str(dataid["filter"])] * n, dtype="string"),
+        "pointing": np.full(n, int(dataid["pointing"]), dtype=np.int64),
+    }
+    out = pd.concat([df, pd.DataFrame(ids, index=df.index)], axis=1)
+    out.attrs = df.attrs
+    return out
+
+
+def _catalog_partition(path: str, dataid: dict[str, Any]) -> pd.DataFrame:
+    return with_ids(read_catalog(path), dataid)
+
+
+def open_catalogs(
+    repo: Repository, ids: Iterable[Mapping[str, Any]] | None = None, *, dataset: str = "src"
+) -> dd.DataFrame:
+    """The src catalogs of some data ids as one lazy dask DataFrame, a partition per CCD.
+
+    Parameters
+    ----------
+    repo : Repository
+        Where to look.
+    ids : iterable of dict, optional
+        Data ids, partial ones expanded through the registry (all data when None).
+    dataset : str
+        ``src`` or ``calibrated_src``.
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        Every src column (flags as bool) plus visit, ccd, tract, filter, pointing; the
+        partitions follow the sorted (visit, ccd) order of the ids. Only the first file's
+        header has been read.
+    """
+    full, paths = resolve_ids(repo, ids, dataset)
+    meta = with_ids(catalog_meta(paths[0]), full[0])
+    return dd.from_map(
+        _catalog_partition,
+        [str(p) for p in paths],
+        full,
+        meta=meta,
+        label=f"read-{dataset}",
+        enforce_metadata=False,
+    )
+
+
+def open_exposures(
+    repo: Repository,
+    ids: Iterable[Mapping[str, Any]] | None = None,
+    *,
+    stack: bool = False,
+    chunk_rows: int = 512,
+    dataset: str = "calexp",
+) -> list[xr.Dataset] | xr.Dataset:
+    """Exposures of some data ids as lazy xarray Datasets (headers read, no pixels).
+
+    Parameters
+    ----------
+    repo : Repository
+        Where to look.
+    ids : iterable of dict, optional
+        Data ids (all data when None).
+    stack : bool
+        Return one Dataset with an ``exposure`` dimension indexed by (visit, ccd); all
+        exposures must then share shape and xy0.
+    chunk_rows : int
+        Rows per dask block.
+    dataset : str
+        ``calexp`` or ``calibrated_exp``.
+
+    Returns
+    -------
+    list of xarray.Dataset or xarray.Dataset
+        One Dataset per CCD (``attrs["dataid"]`` says which), or the stacked Dataset.
+    """
+    full, paths = resolve_ids(repo, ids, dataset)
+    datasets = []
+    for dataid, path in zip(full, paths, strict=True):
+        ds = read_exposure(path, chunk_rows=chunk_rows)
+        ds.attrs["dataid"] = dataid
+        datasets.append(ds)
+    if not stack:
+        return datasets
+    shapes = {(ds.sizes["y"], ds.sizes["x"], tuple(ds.attrs["xy0"])) for ds in datasets}
+    if len(shapes) > 1:
+        raise ValueError(f"cannot stack exposures of different shapes/xy0: {sorted(shapes)}")
+    stacked = xr.concat([ds.drop_attrs() for ds in datasets], dim="exposure")
+    index = pd.MultiIndex.from_arrays(
+        [[d["visit"] for d in full], [d["ccd"] for d in full]], names=("visit", "ccd")
+    )
+    stacked = stacked.assign_coords(xr.Coordinates.from_pandas_multiindex(index, "exposure"))
+    stacked.attrs["mask_planes"] = datasets[0].attrs["mask_planes"]
+    stacked.attrs["paths"] = [str(p) for p in paths]
+    return stacked

@@ -1,0 +1,369 @@
+"""The Gen2 butler repository of hscPipe (obs_subaru HscMapper): paths, reruns, registry.
+
+A repository ROOT holds ``_mapper``, usually ``registry.sqlite3`` (table ``raw``) and reruns
+under ``ROOT/rerun/NAME``. Inputs are looked up in the input rerun, then in its parents
+(``repositoryCfg.yaml`` ``_parents`` or a legacy ``_parent`` symlink, recursively), then in
+ROOT and ROOT's own parents. ``rerun="IN:OUT"`` reads IN and writes OUT. This module is path
+logic and the registry only: it never opens a data file.
+
+>>> Repository.template("fgcm_photoCalib") % {"filter": "HSC-I", "visit": 1228, "ccd": 49}
+'fgcm-results/HSC-I/fgcm_photoCalib-01228-049.fits'
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .dataid import (
+    DataIdError,
+    format_id,
+    id_from_path,
+    match_ids,
+    sort_ids,
+    template_glob,
+    unique_ids,
+)
+from .io.atomic import atomic_write
+
+__all__ = ["Repository", "RepositoryError", "TEMPLATES", "TRACT_DATASETS", "lookup_chain"]
+
+_VC = "%(visit)07d-%(ccd)03d.fits"
+_JC = "jointcal-results/%(filter)s/%(tract)04d/jointcal_"
+_CAL = "calibrated/%(tract)04d/%(pointing)05d/%(filter)s/"
+#: Path templates relative to a rerun (obs_subaru HscMapper, hscPipe 8).
+TEMPLATES = {
+    "calexp": "%(pointing)05d/%(filter)s/corr/CORR-" + _VC,
+    "calexpBackground": "%(pointing)05d/%(filter)s/corr/BKGD-" + _VC,
+    "skyCorr": "%(pointing)05d/%(filter)s/corr/skyCorr-" + _VC,
+    "src": "%(pointing)05d/%(filter)s/output/SRC-" + _VC,
+    "jointcal_wcs": _JC + "wcs-" + _VC,
+    "jointcal_photoCalib": _JC + "photoCalib-" + _VC,
+    "fgcm_photoCalib": "fgcm-results/%(filter)s/fgcm_photoCalib-%(visit)05d-%(ccd)03d.fits",
+    "fgcm_tract_photoCalib": (
+        "fgcm-results/%(filter)s/%(tract)04d/fgcm_photoCalib-%(visit)05d-%(ccd)03d.fits"
+    ),
+    "calibrated_exp": _CAL + "CALEXP-" + _VC,
+    "calibrated_src": _CAL + "CALSRC-" + _VC,
+}
+TRACT_DATASETS = tuple(name for name, t in TEMPLATES.items() if "%(tract)" in t)
+OUTPUT_DATASETS = ("calibrated_exp", "calibrated_src")
+#: Keys of a full data id (``tract`` is carried through when given).
+ID_KEYS = ("field", "visit", "ccd", "pointing", "filter")
+REGISTRY_ONLY = ("field", "dateObs", "taiObs", "expTime")
+_SQL_MAX_VALUES = 500
+
+
+class RepositoryError(ValueError):
+    """Not a repository, a bad rerun, or an unreadable repositoryCfg / registry."""
+
+
+class _TolerantLoader(yaml.SafeLoader):
+    """Safe YAML loader that reads Gen2's tagged ``!RepositoryCfg_v1`` as plain data."""
+
+
+def _untagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_scalar(node)
+
+
+_TolerantLoader.add_multi_constructor("", _untagged)
+
+
+def _parent_path(directory: Path, entry: Any) -> Path | None:
+    if isinstance(entry, Mapping):
+        entry = entry.get("_root", entry.get("root"))
+    if not isinstance(entry, str | os.PathLike) or not str(entry):
+        return None
+    text = str(entry).removeprefix("file://")
+    return Path(os.path.normpath(directory / text))
+
+
+def read_parents(directory: Path) -> list[Path]:
+    """Parents of one repository folder (``repositoryCfg.yaml`` ``_parents``, ``_parent``)."""
+    cfg = directory / "repositoryCfg.yaml"
+    entries: Any = []
+    if cfg.is_file():
+        try:
+            data = yaml.load(cfg.read_text(), Loader=_TolerantLoader)
+        except yaml.YAMLError as err:
+            raise RepositoryError(f"{cfg}: unreadable YAML ({str(err).splitlines()[0]})") from None
+        raw = data.get("_parents", data.get("parents")) if isinstance(data, dict) else None
+        entries = [raw] if isinstance(raw, str | Mapping) else raw if isinstance(raw, list) else []
+    parents = [p for e in entries if (p := _parent_path(directory, e)) is not None]
+    if (directory / "_parent").is_symlink() or (directory / "_parent").exists():
+        parents.append((directory / "_parent").resolve())
+    for parent in parents:
+        if not parent.is_dir():
+            raise RepositoryError(f"{directory}: parent repository {parent} does not exist")
+    return parents
+
+
+def lookup_chain(start: Path) -> list[Path]:
+    """``start`` then its parents, depth first, each folder once (cycles are cut)."""
+    chain: list[Path] = []
+    seen: set[Path] = set()
+    stack = [Path(start)]
+    while stack:
+        directory = stack.pop()
+        if directory.resolve() in seen:
+            continue
+        seen.add(directory.resolve())
+        chain.append(directory)
+        stack.extend(reversed(read_parents(directory)))
+    return chain
+
+
+def _rerun_dir(root: Path, name: str) -> Path:
+    base = root / "rerun"
+    path = Path(name)
+    if not name or ".." in path.parts:
+        raise RepositoryError(f"rerun {name!r}: a rerun name may not be empty or contain '..'")
+    candidate = Path(os.path.normpath(path if path.is_absolute() else base / path))
+    inside = candidate.is_relative_to(base) or candidate.resolve().is_relative_to(base.resolve())
+    if candidate == base or not inside:
+        raise RepositoryError(f"rerun {name!r} is outside the repository's reruns ({base})")
+    return candidate
+
+
+class Repository:
+    """A Gen2 repository seen through one ``--rerun``.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The repository root (with ``_mapper``).
+    rerun : str, optional
+        ``NAME`` (read and write NAME) or ``IN:OUT`` (read IN, write OUT); None reads and
+        writes ROOT itself.
+
+    Attributes
+    ----------
+    root, input_dir, output_dir : Path
+        The repository, the input rerun and the output rerun (ROOT without a rerun).
+    input_dirs : list of Path
+        Where inputs are looked for, in order: input rerun, its parents, ROOT, ROOT's parents.
+    registry : Path or None
+        The first ``registry.sqlite3`` along ``input_dirs``.
+    """
+
+    def __init__(self, root: str | os.PathLike, rerun: str | None = None) -> None:
+        self.root = Path(os.path.abspath(Path(root).expanduser()))
+        if not self.root.is_dir():
+            raise RepositoryError(f"repository {self.root} does not exist")
+        if not (self.root / "_mapper").is_file():
+            raise RepositoryError(f"{self.root} is not a Gen2 repository (no _mapper file)")
+        self.rerun = rerun
+        self.input_dir, self.output_dir = self._rerun_dirs(rerun)
+        chain: dict[Path, Path] = {}
+        for directory in lookup_chain(self.input_dir) + lookup_chain(self.root):
+            chain.setdefault(directory.resolve(), directory)
+        self.input_dirs = list(chain.values())
+        registries = [d / "registry.sqlite3" for d in self.input_dirs]
+        self.registry = next((r for r in registries if r.is_file()), None)
+
+    def _rerun_dirs(self, rerun: str | None) -> tuple[Path, Path]:
+        if rerun is None:
+            return self.root, self.root
+        name_in, _, name_out = rerun.partition(":")
+        input_dir = _rerun_dir(self.root, name_in)
+        output_dir = _rerun_dir(self.root, name_out) if name_out else input_dir
+        if output_dir == input_dir:
+            return input_dir, output_dir
+        if not input_dir.is_dir():
+            raise RepositoryError(f"input rerun {name_in!r} does not exist ({input_dir})")
+        parents = {p.resolve() for p in read_parents(output_dir)} if output_dir.is_dir() else set()
+        if parents and input_dir.resolve() not in parents:
+            raise RepositoryError(
+                f"output rerun {name_out!r} was made from other inputs "
+                f"({', '.join(map(str, sorted(parents)))}), not {input_dir}"
+            )
+        return input_dir, output_dir
+
+    def __repr__(self) -> str:
+        return f"Repository({str(self.root)!r}, rerun={self.rerun!r})"
+
+    @staticmethod
+    def template(dataset: str) -> str:
+        """The path template of a dataset, relative to a rerun (SPEC section 2)."""
+        try:
+            return TEMPLATES[dataset]
+        except KeyError:
+            raise RepositoryError(
+                f"unknown dataset {dataset!r} (known: {', '.join(TEMPLATES)})"
+            ) from None
+
+    def relative_path(self, dataset: str, dataid: Mapping[str, Any]) -> Path:
+        """The path of a dataset relative to a rerun."""
+        try:
+            return Path(self.template(dataset) % dict(dataid))
+        except KeyError as err:
+            raise DataIdError(f"{dataset} needs {err.args[0]}= ({format_id(dataid)})") from None
+        except TypeError:
+            raise DataIdError(f"{dataset}: bad value types in {format_id(dataid)}") from None
+
+    def _search_dirs(self, dataset: str) -> list[Path]:
+        if dataset in OUTPUT_DATASETS and self.output_dir != self.input_dir:
+            return [self.output_dir, *self.input_dirs]
+        return self.input_dirs
+
+    def find(self, dataset: str, dataid: Mapping[str, Any]) -> Path | None:
+        """The first existing file along the lookup chain (outputs: output rerun first)."""
+        relative = self.relative_path(dataset, dataid)
+        return next(
+            (d / relative for d in self._search_dirs(dataset) if (d / relative).exists()), None
+        )
+
+    def exists(self, dataset: str, dataid: Mapping[str, Any]) -> bool:
+        """Whether the dataset exists anywhere along the lookup chain."""
+        return self.find(dataset, dataid) is not None
+
+    def input_path(self, dataset: str, dataid: Mapping[str, Any]) -> Path:
+        """The found path, or where it would be in the input rerun (for messages)."""
+        return self.find(dataset, dataid) or self.input_dir / self.relative_path(dataset, dataid)
+
+    def output_path(self, dataset: str, dataid: Mapping[str, Any]) -> Path:
+        """Where a dataset is written: under the output rerun."""
+        return self.output_dir / self.relative_path(dataset, dataid)
+
+    def ensure_output(self) -> Path:
+        """Create the output rerun, recording its parent in ``repositoryCfg.yaml`` if new.
+
+        The parent is the input rerun for ``IN:OUT`` (so that a later ``--rerun OUT`` finds
+        IN's inputs), else ROOT. An existing ``repositoryCfg.yaml`` is left alone.
+        """
+        out = self.output_dir
+        cfg = out / "repositoryCfg.yaml"
+        out.mkdir(parents=True, exist_ok=True)
+        if out == self.root or cfg.exists() or (out / "_parent").exists():
+            return out
+        parent = self.input_dir if self.input_dir != out else self.root
+        mapper = (self.root / "_mapper").read_text().strip()
+        fields = {"_mapper": mapper, "_mapperArgs": {}, "_parents": [os.path.relpath(parent, out)]}
+        with atomic_write(cfg) as tmp:
+            Path(tmp).write_text("!RepositoryCfg_v1\n" + yaml.safe_dump(fields))
+        return self.output_dir
+
+    def _scan(self, template: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """Existing paths matching a template along the input chain, with their ids."""
+        for directory in self.input_dirs:
+            for path in sorted(directory.glob(template_glob(template))):
+                found = id_from_path(template, path.relative_to(directory).as_posix())
+                if found is not None:
+                    yield path, found
+
+    def tracts(self) -> dict[str, list[int]]:
+        """Tracts per filter that have jointcal / FGCM results on disk (input chain)."""
+        found: dict[str, set[int]] = {}
+        for dataset in ("jointcal_wcs", "jointcal_photoCalib", "fgcm_tract_photoCalib"):
+            for path, dataid in self._scan(TEMPLATES[dataset].rsplit("/", 1)[0]):
+                if path.is_dir():
+                    found.setdefault(dataid["filter"], set()).add(dataid["tract"])
+        return {f: sorted(t) for f, t in sorted(found.items())}
+
+    def _disk_rows(self) -> list[dict[str, Any]]:
+        rows: dict[tuple[int, int], dict[str, Any]] = {}
+        for dataset in ("calexp", "src"):
+            for _, dataid in self._scan(TEMPLATES[dataset]):
+                row = {"field": None, **{k: dataid[k] for k in ID_KEYS[1:]}}
+                rows.setdefault((row["visit"], row["ccd"]), row)
+        return list(rows.values())
+
+    def _registry_rows(self, ids: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        columns = [*ID_KEYS, *(k for k in REGISTRY_ONLY[1:] if any(k in d for d in ids))]
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for dataid in ids:
+            groups.setdefault(tuple(k for k in dataid if k in columns), []).append(dataid)
+        rows: dict[tuple, dict[str, Any]] = {}
+        with closing(sqlite3.connect(f"{self.registry.as_uri()}?mode=ro", uri=True)) as db:
+            for keys, group in groups.items():  # one query per --id shape, not per ccd
+                where, params = [], []
+                for key in keys:
+                    values = list(dict.fromkeys(d[key] for d in group))
+                    if len(values) <= _SQL_MAX_VALUES:  # else filtered by match_ids only
+                        where.append(f'"{key}" IN ({",".join("?" * len(values))})')
+                        params += values
+                sql = f"SELECT DISTINCT {', '.join(columns)} FROM raw"
+                sql += f" WHERE {' AND '.join(where)}" if where else ""
+                try:
+                    cursor = db.execute(sql, params)
+                except sqlite3.Error as err:
+                    raise RepositoryError(f"{self.registry}: {err}") from None
+                for values in cursor:
+                    rows.setdefault(values, dict(zip(columns, values, strict=True)))
+        return list(rows.values())
+
+    def match(
+        self, ids: Iterable[Mapping[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Full data ids of partial ones, and the ids that select no data.
+
+        Returns
+        -------
+        matched : list of dict
+            Keys field, visit, ccd, pointing, filter (+ tract when given), unique, sorted by
+            (visit, ccd, tract). Without a registry, ids come from the calexp and src files
+            on disk and ``field`` is None.
+        unmatched : list of dict
+            The ids that matched nothing.
+        """
+        ids = unique_ids(ids)
+        if self.registry is not None:
+            rows = self._registry_rows(ids)
+        else:
+            bad = next((d for d in ids if any(k in d for k in REGISTRY_ONLY)), None)
+            if bad is not None:
+                raise DataIdError(
+                    f"{format_id(bad)}: {', '.join(REGISTRY_ONLY)} need the registry, and "
+                    f"{self.root} has no registry.sqlite3"
+                )
+            rows = self._disk_rows()
+        matched, unmatched = match_ids(ids, rows)
+        keys = (*ID_KEYS, "tract")
+        return sort_ids({k: d[k] for k in keys if k in d} for d in matched), unmatched
+
+    def expand(
+        self,
+        ids: Iterable[Mapping[str, Any]],
+        *,
+        require_tract: bool = False,
+        allow_missing: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Expand partial data ids to full ones (see :meth:`match`).
+
+        Parameters
+        ----------
+        ids : iterable of dict
+            Partial data ids, e.g. from :func:`daskcal.dataid.parse_ids`.
+        require_tract : bool
+            Refuse ids without ``tract`` (the calibrate commands need it).
+        allow_missing : bool
+            Drop ids that select no data instead of raising.
+
+        Raises
+        ------
+        DataIdError
+            An id lacks tract (with ``require_tract``) or selects no data.
+        """
+        ids = list(ids)
+        if require_tract:
+            bad = next((d for d in ids if d.get("tract") is None), None)
+            if bad is not None:
+                raise DataIdError(
+                    f"tract is required; give tract= in --id ({format_id(bad) or 'all data'})"
+                )
+        matched, unmatched = self.match(ids)
+        if unmatched and not allow_missing:
+            shown = "; ".join(format_id(d) or "everything" for d in unmatched[:3])
+            more = f" and {len(unmatched) - 3} more" if len(unmatched) > 3 else ""
+            raise DataIdError(f"no data for {shown}{more}")
+        return matched
