@@ -162,6 +162,8 @@ def write_visit_parquet(
     """
     visit, tract, filt = visit_id["visit"], visit_id["tract"], visit_id["filter"]
     out = visit_file(Path(parquet_root), tract, filt, visit)
+    if out.exists() and not any(o.status == "done" for o in outcomes):
+        return Outcome(visit_id, "skipped", output=str(out), kind="visit")
     try:
         fragments = []
         pattern = f"{tract:04d}/*/{filt}/CALSRC-{visit:07d}-*.fits"
@@ -173,9 +175,11 @@ def write_visit_parquet(
                 write_fragment(_arrow(read_catalog(calsrc), dataid), frag)
             fragments.append(frag)
         if not fragments:
-            return Outcome(visit_id, "failed", reason=f"no CALSRC for {format_id(visit_id)}")
+            reason = f"no CALSRC for {format_id(visit_id)}"
+            return Outcome(visit_id, "failed", reason=reason, kind="visit")
         rows = merge_fragments(fragments, out)
     except Exception as err:
-        return Outcome(visit_id, "failed", reason=_reason(err, str(out)))
+        return Outcome(visit_id, "failed", reason=_reason(err, str(out)), kind="visit")
     done = sum(o.status == "done" for o in outcomes)
-    return Outcome(visit_id, "done", output=str(out), extra={"rows": rows, "ccds_new": done})
+    extra = {"rows": rows, "ccds_new": done}
+    return Outcome(visit_id, "done", output=str(out), extra=extra, kind="visit")

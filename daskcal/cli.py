@@ -17,14 +17,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from .config import ConfigError
+from .cluster import BATCH_TYPES, ExecutionOptions
+from .config import CalibrateConfig, ConfigError, parse_overrides, read_config_file
 from .dataid import DataIdError, format_id, parse_ids
+from .provenance import ProvenanceError
 from .repo import TRACT_DATASETS, Repository, RepositoryError
 
 __all__ = ["COMMANDS", "Command", "add_repo_arguments", "main", "open_repository"]
 
 #: Errors shown to the user as one line (anything else is a bug and keeps its traceback).
-USER_ERRORS = (DataIdError, RepositoryError, ConfigError, FileNotFoundError)
+USER_ERRORS = (DataIdError, RepositoryError, ConfigError, ProvenanceError, FileNotFoundError)
 INFO_DATASETS = (
     "calexp",
     "src",
@@ -180,9 +182,132 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of hscPipe's calibrateExposure.py / calibrateCatalog.py."""
+    add_repo_arguments(parser)
+    parser.add_argument("--calib", help="calibration repository (accepted; not needed here)")
+    parser.add_argument("--output", help="output rerun folder, ROOT/rerun/NAME (as --rerun NAME)")
+    parser.add_argument(
+        "-c",
+        "--config",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME=VALUE",
+        help="config overrides, e.g. externalPhotoCalibName=jointcal doApplySkyCorr=False",
+    )
+    parser.add_argument(
+        "-C",
+        "--configfile",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="config file of 'config.NAME = VALUE' lines (parsed, never executed)",
+    )
+    parser.add_argument(
+        "--clobber-config", action="store_true", help="overwrite a differing recorded config"
+    )
+    parser.add_argument(
+        "--clobber-versions",
+        action="store_true",
+        help="overwrite differing recorded package versions",
+    )
+    parser.add_argument(
+        "--no-versions", action="store_true", help="neither check nor record package versions"
+    )
+    parser.add_argument("--doraise", action="store_true", help="stop at the first failure")
+    parser.add_argument("--redo", action="store_true", help="recompute existing outputs")
+    parser.add_argument(
+        "--batch-type",
+        choices=BATCH_TYPES,
+        default="none",
+        help="none (in process), smp (this machine), pbs or slurm",
+    )
+    parser.add_argument("--cores", type=_positive, default=1, help="worker processes per node")
+    parser.add_argument("--nodes", type=_positive, default=1, help="batch jobs (pbs/slurm)")
+    parser.add_argument(
+        "--time",
+        type=float,
+        default=600.0,
+        help="expected seconds per data id (sets the batch walltime)",
+    )
+    parser.add_argument("--job", help="batch job name")
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="connect to a running Dask scheduler (overrides --batch-type)",
+    )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def calibrate_setup(
+    args: argparse.Namespace,
+) -> tuple[Repository, list[dict[str, Any]], CalibrateConfig, ExecutionOptions, Any]:
+    """Repository, ids, config, execution and run options of a calibrate command line."""
+    from .pipeline import RunOptions
+
+    if args.output:
+        if args.rerun:
+            raise RepositoryError("give --rerun or --output, not both")
+        args.rerun = _rerun_of_output(args.repo, args.output)
+    repo, ids = open_repository(args)
+    config = CalibrateConfig()
+    for path in args.configfile:
+        config = read_config_file(path, config)
+    config = parse_overrides(args.config, config)
+    execution = ExecutionOptions(
+        args.batch_type, args.cores, args.nodes, args.time, args.job, args.scheduler
+    )
+    options = RunOptions(
+        redo=args.redo,
+        doraise=args.doraise,
+        clobber_config=args.clobber_config,
+        clobber_versions=args.clobber_versions,
+        no_versions=args.no_versions,
+    )
+    return repo, ids, config, execution, options
+
+
+def _rerun_of_output(root: str, output: str) -> str:
+    reruns = os.path.abspath(os.path.join(root, "rerun"))
+    path = os.path.abspath(output)
+    if os.path.dirname(path) != reruns:
+        raise RepositoryError(f"--output {output}: must be a folder ROOT/rerun/NAME ({reruns})")
+    return os.path.basename(path)
+
+
+def print_report(report: Any) -> int:
+    """Print the failures and the summary of a run; returns its exit code."""
+    if report.failed:
+        lines = report.table().splitlines()
+        print("\n".join(lines[: 1 + len(report.failed)]))
+    print(report.summary() + f" in {report.elapsed:.1f} s")
+    return report.exit_code
+
+
+def run_catalog_command(args: argparse.Namespace) -> int:
+    """``daskcal catalog`` / ``calibrateCatalog.py``."""
+    from .pipeline import run_catalog
+
+    repo, ids, config, execution, options = calibrate_setup(args)
+    return print_report(run_catalog(repo, ids, config, execution, options))
+
+
 #: The subcommands, in the order ``daskcal --help`` lists them.
 COMMANDS: tuple[Command, ...] = (
     Command("info", "what exists in a repository for some data ids", _info_arguments, run_info),
+    Command(
+        "catalog",
+        "calibrateCatalog: apply jointcal/FGCM calibrations to src catalogs",
+        _calibrate_arguments,
+        run_catalog_command,
+    ),
 )
 
 
@@ -197,8 +322,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _setup_logging() -> None:
+    import logging
+
+    logger = logging.getLogger("daskcal")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def calibrate_catalog_main(argv: Sequence[str] | None = None) -> int:
+    """``calibrateCatalog.py``: hscPipe's command, as ``daskcal catalog``."""
+    return main(["catalog", *(sys.argv[1:] if argv is None else argv)])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``daskcal``; returns the exit code (0 ok, 1 some data failed, 2 usage error)."""
+    _setup_logging()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed

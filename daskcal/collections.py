@@ -22,17 +22,28 @@ from .io.catalog import catalog_meta, read_catalog
 from .io.exposure import read_exposure
 from .repo import Repository
 
-__all__ = ["ID_COLUMNS", "open_catalogs", "open_exposures", "resolve_ids", "with_ids"]
+__all__ = [
+    "ID_COLUMNS",
+    "catalogs_from_paths",
+    "open_catalogs",
+    "open_exposures",
+    "resolve_ids",
+    "with_ids",
+]
 
 #: Data-id columns added to every catalog partition, in this order.
 ID_COLUMNS = ("visit", "ccd", "tract", "filter", "pointing")
 
 
 def resolve_ids(
-    repo: Repository, ids: Iterable[Mapping[str, Any]] | None, dataset: str
+    repo: Repository,
+    ids: Iterable[Mapping[str, Any]] | None,
+    dataset: str,
+    *,
+    require_tract: bool = False,
 ) -> tuple[list[dict[str, Any]], list[Path]]:
     """Full data ids and their files; raises DataIdError naming ids whose file is absent."""
-    full = repo.expand(list(ids) if ids is not None else [{}])
+    full = repo.expand(list(ids) if ids is not None else [{}], require_tract=require_tract)
     paths = [repo.find(dataset, d) for d in full]
     absent = [format_id(d) for d, p in zip(full, paths, strict=True) if p is None]
     if absent:
@@ -82,13 +93,20 @@ def open_catalogs(
         header has been read.
     """
     full, paths = resolve_ids(repo, ids, dataset)
-    meta = with_ids(catalog_meta(paths[0]), full[0])
+    return catalogs_from_paths(full, paths, label=f"read-{dataset}")
+
+
+def catalogs_from_paths(
+    ids: list[dict[str, Any]], paths: list[Path], *, label: str = "read-src"
+) -> dd.DataFrame:
+    """A lazy catalog collection over given files, one partition per (id, file)."""
+    meta = with_ids(catalog_meta(paths[0]), ids[0])
     return dd.from_map(
         _catalog_partition,
         [str(p) for p in paths],
-        full,
+        ids,
         meta=meta,
-        label=f"read-{dataset}",
+        label=label,
         enforce_metadata=False,
     )
 

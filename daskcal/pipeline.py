@@ -22,7 +22,6 @@ from .calib.table import calibration_table, table_path, write_calibration_table
 from .catalog_job import calibrate_catalog_ccd, fragment_path, write_visit_parquet
 from .cluster import ExecutionOptions, dask_client
 from .config import CalibrateConfig
-from .dataid import format_id
 from .io.parquet import visit_file
 from .provenance import check_and_record
 from .repo import Repository
@@ -178,7 +177,9 @@ def run_catalog(
         report.add(outcome)
     report.elapsed = time.monotonic() - start
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    report.save(repo.output_dir / "calibrated" / "reports" / f"calibrateCatalog-{stamp}.json")
-    for outcome in report.failed:
-        log.error("%s: %s", format_id(outcome.dataid), outcome.reason)
+    saved = repo.output_dir / "calibrated" / "reports" / f"calibrateCatalog-{stamp}.json"
+    report.save(saved)
+    report.path = str(saved)
+    if report.failed:
+        log.warning("%d of %d data ids failed; report: %s", len(report.failed), len(full), saved)
     return report

@@ -23,6 +23,7 @@ class Outcome:
     reason: str = ""
     output: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "ccd"
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -36,14 +37,15 @@ class RunReport:
     task: str
     outcomes: list[Outcome] = field(default_factory=list)
     elapsed: float = 0.0
+    path: str = ""
 
     def add(self, outcome: Outcome) -> None:
         """Record one outcome."""
         self.outcomes.append(outcome)
 
-    def count(self, status: str) -> int:
-        """Number of ids with this status."""
-        return sum(o.status == status for o in self.outcomes)
+    def count(self, status: str, kind: str = "ccd") -> int:
+        """Number of outcomes of one kind (``ccd`` or ``visit``) with this status."""
+        return sum(o.status == status and o.kind == kind for o in self.outcomes)
 
     @property
     def failed(self) -> list[Outcome]:
@@ -57,8 +59,15 @@ class RunReport:
 
     def summary(self) -> str:
         """One line: counts per status."""
+        n = sum(o.kind == "ccd" for o in self.outcomes)
         parts = [f"{self.count(s)} {s}" for s in STATUSES]
-        return f"{self.task}: {len(self.outcomes)} data ids: " + ", ".join(parts)
+        text = f"{self.task}: {n} data ids: " + ", ".join(parts)
+        visits = [o for o in self.outcomes if o.kind == "visit"]
+        if visits:
+            written, bad = self.count("done", "visit"), self.count("failed", "visit")
+            text += f"; visit Parquet files: {written} written"
+            text += f", {bad} failed" if bad else ""
+        return text
 
     def table(self, keys: tuple[str, ...] = ("visit", "ccd")) -> str:
         """Aligned text table, failures first."""

@@ -290,6 +290,8 @@ class TransformBoundedField(BoundedField):
 
     def evaluate(self, x: Any, y: Any) -> np.ndarray:
         x, y = np.broadcast_arrays(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
+        if x.size == 0:  # AST refuses empty point sets
+            return np.empty(x.shape)
         points = np.vstack([x.ravel(), y.ravel()])
         return np.asarray(self.mapping.tran(points))[0].reshape(x.shape)[()]
 

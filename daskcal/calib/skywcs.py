@@ -230,6 +230,8 @@ def _tran(mapping: Any, a: Any, b: Any, forward: bool) -> np.ndarray:
     """Apply a 2 -> 2 pyast mapping to broadcast arrays; AST's bad value becomes NaN."""
     Ast = _ast()
     a, b = np.broadcast_arrays(np.asarray(a, dtype=float), np.asarray(b, dtype=float))
+    if a.size == 0:  # AST refuses empty point sets; a CCD may have no sources
+        return np.empty((2, *a.shape))
     points = np.vstack([a.ravel(), b.ravel()])
     points[~np.isfinite(points)] = Ast.BAD
     out = np.array(mapping.tran(points, forward), dtype=float).reshape(2, -1)

@@ -96,6 +96,7 @@ def calibration_row(
     config: CalibrateConfig,
     *,
     with_sip: bool = False,
+    expected: Mapping[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Read one CCD's calibration products into a table row.
 
@@ -110,6 +111,8 @@ def calibration_row(
         Selects the photometric and astrometric products.
     with_sip : bool
         Also fit the TAN-SIP approximation (``sipOrder``/``sipSpacing``).
+    expected : mapping of dataset name to Path, optional
+        Where absent products were looked for, named in the ``missing`` messages.
 
     Returns
     -------
@@ -118,21 +121,35 @@ def calibration_row(
         product, ``; ``-separated), so one bad CCD never stops the others.
     """
     row: dict[str, Any] = {k: dataid.get(k) for k in ID_COLUMNS}
-    missing, errors = [], []
+    expected = expected or {}
+    missing: list[str] = []
+    errors: list[str] = []
+
+    def _read(name: str, reader, problems: list[str]):
+        path = paths.get(name)
+        if path is None:
+            problems.append(f"no {name}" + (f" ({expected[name]})" if name in expected else ""))
+            return None
+        try:
+            return reader(path)
+        except Exception as err:  # one unreadable product must not stop the table
+            errors.append(f"{name}: {err}")
+            return None
+
     photo_name = f"{config.externalPhotoCalibName}_photoCalib"
     wcs_name = f"{config.externalSkyWcsName}_wcs"
     pc = wcs = None
     if config.doApplyExternalPhotoCalib:
-        pc = _read(paths.get(photo_name), photo_name, read_photocalib, missing, errors)
+        pc = _read(photo_name, read_photocalib, missing)
     if config.doApplyExternalSkyWcs:
-        wcs = _read(paths.get(wcs_name), wcs_name, read_skywcs, missing, errors)
+        wcs = _read(wcs_name, read_skywcs, missing)
     row["photo_source"] = config.externalPhotoCalibName
     row["photocalib_path"] = str(paths.get(photo_name) or "")
     row.update(_photocalib_columns(pc))
     row["wcs_path"] = str(paths.get(wcs_name) or "")
     row["wcs_ast"] = "" if wcs is None else wcs.ast_text
     row["skycorr_path"] = str(paths.get("skyCorr") or "")
-    bbox = _read(paths.get("calexp"), "calexp", _exposure_bbox, [], errors)
+    bbox = _read("calexp", _exposure_bbox, [])
     if bbox is None and pc is not None and pc.field is not None and not pc.field.bbox.is_empty:
         bbox = tuple(int(v) for v in pc.field.bbox)
     row["bbox"] = list(bbox) if bbox else None
@@ -149,17 +166,6 @@ def calibration_row(
     row["missing"] = "; ".join(missing)
     row["errors"] = "; ".join(errors)
     return row
-
-
-def _read(path: Path | None, name: str, reader, missing: list, errors: list):
-    if path is None:
-        missing.append(name)
-        return None
-    try:
-        return reader(path)
-    except Exception as err:  # one unreadable product must not stop the table
-        errors.append(f"{name}: {err}")
-        return None
 
 
 def calibration_table(
@@ -192,7 +198,11 @@ def calibration_table(
     tasks = []
     for dataid in ids:
         paths = {name: repo.find(name, dataid) for name in names}
-        tasks.append(dask.delayed(calibration_row)(dict(dataid), paths, config, with_sip=with_sip))
+        expected = {n: repo.input_path(n, dataid) for n, p in paths.items() if p is None}
+        task = dask.delayed(calibration_row)(
+            dict(dataid), paths, config, with_sip=with_sip, expected=expected
+        )
+        tasks.append(task)
     rows = dask.compute(*tasks)
     return pd.DataFrame(list(rows))
 
