@@ -79,8 +79,9 @@ def parquet_frame(df: pd.DataFrame, dataid: Mapping[str, Any]) -> pd.DataFrame:
     position = out.columns.get_loc("coord_dec") + 1 if "coord_dec" in out else len(out.columns)
     out.insert(position, "ra", np.degrees(out["coord_ra"].to_numpy(dtype=float)))
     out.insert(position + 1, "dec", np.degrees(out["coord_dec"].to_numpy(dtype=float)))
-    ids = [c for c in ("tract", "filter", "visit", "ccd", "pointing")]
-    out = out[ids + [c for c in out.columns if c not in ids]]
+    ids = ["tract", "filter", "visit", "ccd", "pointing"]
+    last = [c for c in ("footprint",) if c in out.columns]  # as in CALSRC: after new columns
+    out = out[ids + [c for c in out.columns if c not in ids and c not in last] + last]
     out.attrs = df.attrs
     return out
 
