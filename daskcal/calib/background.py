@@ -41,6 +41,8 @@ from scipy.interpolate import CubicSpline, PPoly
 
 from daskcal.io.atomic import atomic_write
 
+from ..io.fitsfile import open_fits
+
 
 class InterpStyle(IntEnum):
     """afw ``Interpolate.Style`` (the INTERPSTYLE card)."""
@@ -434,7 +436,7 @@ def read_background(path: str | os.PathLike) -> BackgroundList:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # astropy's truncation warnings become errors
-            with fits.open(path, memmap=False) as hdul:
+            with open_fits(path, memmap=False) as hdul:
                 hdul.readall()
                 if len(hdul) == 0 or len(hdul) % 3:
                     raise BackgroundFileError(f"{path}: {len(hdul)} HDUs, not a multiple of 3")

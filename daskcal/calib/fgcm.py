@@ -35,6 +35,8 @@ import numpy as np
 from astropy.io import fits
 
 from ..io.afwtable import Field, decode_columns, make_table_hdu
+from ..io.atomic import atomic_write
+from ..io.fitsfile import open_fits
 from .boundedfield import BBox, ChebyshevBoundedField, UnsupportedCalibration
 from .photocalib import F_AB_NJY, PhotoCalib
 
@@ -73,7 +75,7 @@ _FLOAT_COLUMNS = [
 
 def read_fgcm_zeropoints(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Columns of an ``fgcmZeropoints`` afw table (HDU 1), as numpy arrays."""
-    with fits.open(path) as hdul:
+    with open_fits(path) as hdul:
         if len(hdul) < 2 or not isinstance(hdul[1], fits.BinTableHDU):
             raise ValueError(f"{path}: no table in HDU 1")
         return {k: np.array(v) for k, v in decode_columns(hdul[1]).items()}
@@ -170,7 +172,10 @@ def write_fgcm_zeropoints(
     fields.append(Field("filtername", f"{width}A", "filter name", ccls="String"))
     values["filtername"] = names
     hdu = make_table_hdu(fields, values, nrows=nrows)
-    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(Path(path), overwrite=overwrite)
+    if Path(path).exists() and not overwrite:
+        raise FileExistsError(f"{path} exists (pass overwrite=True)")
+    with atomic_write(path) as tmp:
+        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
 
 
 def _as_columns(rows: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -29,6 +29,8 @@ from astropy.io import fits
 
 from ..io.afwtable import Field, FlagField
 from ..io.archive import Archive, ArchiveWriter, NewCatalog, find_archive_hdu, read_archive
+from ..io.atomic import atomic_write
+from ..io.fitsfile import open_fits
 from .boundedfield import (
     BoundedField,
     ChebyshevBoundedField,
@@ -245,7 +247,7 @@ def read_photocalib(path: str | os.PathLike) -> PhotoCalib:
         The PhotoCalib's field is of a class daskcal cannot evaluate.
     """
     name = str(path)
-    with fits.open(path) as hdul:
+    with open_fits(path) as hdul:
         header = hdul[0].header
         archive = read_archive(hdul, name) if find_archive_hdu(hdul) is not None else None
         ids = [int(header[k]) for k in _ID_KEYS if k in header]
@@ -270,6 +272,5 @@ def write_photocalib(
         raise FileExistsError(f"{path} exists (pass overwrite=True)")
     writer = ArchiveWriter()
     photocalib.add_to_archive(writer)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fits.HDUList([fits.PrimaryHDU(), *writer.hdus()]).writeto(tmp, overwrite=True)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        fits.HDUList([fits.PrimaryHDU(), *writer.hdus()]).writeto(tmp)

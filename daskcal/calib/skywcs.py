@@ -23,6 +23,7 @@ from astropy.io import fits
 
 from ..io.afwtable import Field, bytes_column
 from ..io.archive import Archive, ArchiveError, ArchiveWriter, NewCatalog, read_archive
+from ..io.fitsfile import open_fits
 
 __all__ = [
     "HSC_RADIAL_DISTORTION",
@@ -272,7 +273,7 @@ def read_skywcs(path: str | os.PathLike) -> SkyWcs:
     ``ARCHIVE_ID_SKYWCS``). Raises :class:`SkyWcsError` naming the file.
     """
     name = str(path)
-    with fits.open(path) as hdul:
+    with open_fits(path) as hdul:
         try:
             archive = read_archive(hdul, name)
         except ArchiveError as err:

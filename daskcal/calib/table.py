@@ -19,10 +19,10 @@ from typing import Any
 import dask
 import numpy as np
 import pandas as pd
-from astropy.io import fits
 
 from ..config import CalibrateConfig
 from ..io.atomic import atomic_write
+from ..io.fitsfile import open_fits
 from .boundedfield import bounded_field_from_dict
 from .photocalib import PhotoCalib, read_photocalib
 from .skywcs import SkyWcs, read_skywcs
@@ -68,7 +68,7 @@ def _exposure_bbox(path: Path | None) -> tuple[int, int, int, int] | None:
     """PARENT bbox (x0, y0, x1, y1 inclusive) from the calexp's IMAGE header, or None."""
     if path is None:
         return None
-    with fits.open(path) as hdul:
+    with open_fits(path) as hdul:
         hdu = hdul[1]
         header = hdu.header
         nx = int(header.get("ZNAXIS1", header.get("NAXIS1", 0)))
@@ -133,7 +133,8 @@ def calibration_row(
         try:
             return reader(path)
         except Exception as err:  # one unreadable product must not stop the table
-            errors.append(f"{name}: {err}")
+            text = " ".join(str(err).split())
+            errors.append(f"{name}: {text}" if str(path) in text else f"{name}: {path}: {text}")
             return None
 
     photo_name = f"{config.externalPhotoCalibName}_photoCalib"

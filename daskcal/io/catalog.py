@@ -31,6 +31,7 @@ from astropy.io import fits
 from .afwtable import Field, FlagField, card_key, decode_columns, make_table_hdu
 from .archive import ArchiveWriter, find_archive_hdu, pristine_copy
 from .atomic import atomic_write
+from .fitsfile import open_fits
 
 __all__ = [
     "FrozenDict",
@@ -153,7 +154,7 @@ def read_catalog(path: str | os.PathLike) -> pd.DataFrame:
         ``attrs`` as described in the module docstring.
     """
     path = str(Path(path).resolve())
-    with fits.open(path) as hdul:
+    with open_fits(path) as hdul:
         hdu = hdul[1] if len(hdul) > 1 else hdul[0]
         if not isinstance(hdu, fits.BinTableHDU):
             raise ValueError(f"{path}: HDU 1 is not an afw table (binary table)")
@@ -305,7 +306,7 @@ def write_catalog(
         info = _merge_info(df.attrs, None)
         archive = ArchiveWriter().hdus() if info.get("afw_type") == "SOURCE" else []
         return _write(path, df, info, fits.Header(), archive)
-    with fits.open(template) as hdul:
+    with open_fits(template) as hdul:
         complete = all(key in df.attrs for key in _INFO_KEYS)  # else fill in from template
         info = _merge_info(df.attrs, None if complete else _header_info(hdul[1].header))
         footprint = None
@@ -424,7 +425,7 @@ def catalog_meta(path: str | os.PathLike) -> pd.DataFrame:
     Reads the header of HDU 1 only (no table rows): it is the ``meta`` of lazy catalogs.
     """
     path = str(Path(path).resolve())
-    with fits.open(path) as hdul:
+    with open_fits(path) as hdul:
         header = hdul[1].header.copy()
         cols = [
             fits.Column(name=c.name, format=c.format, unit=c.unit, dim=c.dim)

@@ -29,6 +29,7 @@ from dask.base import tokenize
 from .afwtable import card_key
 from .archive import Archive, read_archive
 from .atomic import atomic_write
+from .fitsfile import open_fits
 
 __all__ = [
     "PLANES",
@@ -70,7 +71,7 @@ class ArchiveHandle:
     @contextlib.contextmanager
     def open(self) -> Iterator[Archive]:
         """Open the file and yield its :class:`~daskcal.io.archive.Archive`."""
-        with fits.open(self.path) as hdul:
+        with open_fits(self.path) as hdul:
             yield read_archive(hdul, self.path)
 
 
@@ -98,7 +99,7 @@ def read_rows(path: str, hdu: int, y0: int, y1: int, dtype: str) -> np.ndarray:
     numpy.ndarray
         A native-endian copy, independent of the (closed) file.
     """
-    with fits.open(path) as hdul:
+    with open_fits(path) as hdul:
         return np.array(hdul[hdu].section[y0:y1], dtype=dtype, copy=True)
 
 
@@ -168,7 +169,7 @@ def read_exposure(path: str | os.PathLike, chunk_rows: int = 512) -> xr.Dataset:
         HDU index) and ``archive`` (an :class:`ArchiveHandle`, or None without archive).
     """
     path = str(Path(path).resolve())
-    with fits.open(path) as hdul:
+    with open_fits(path) as hdul:
         hdus = _plane_hdus(hdul, path)
         primary = hdul[0].header.copy()
         headers = {plane: hdul[i].header.copy() for plane, i in hdus.items()}
