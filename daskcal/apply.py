@@ -12,7 +12,7 @@ import pandas as pd
 
 from .calib.photocalib import PhotoCalib, calibrate_instflux
 from .calib.skywcs import SkyWcs
-from .io.catalog import instflux_columns, slot_centroid_columns
+from .io.catalog import FrozenDict, instflux_columns, slot_centroid_columns
 
 __all__ = ["calibrate_catalog", "calibrate_image_block", "calibrated_flux_columns"]
 
@@ -75,7 +75,7 @@ def calibrate_catalog(
         columns appended; ``attrs["units"]``/``["docs"]`` describe them.
     """
     out = df.copy()
-    out.attrs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in df.attrs.items()}
+    out.attrs = dict(df.attrs)  # shallow: read-only entries stay shared (see FrozenDict)
     if photocalib is None and skywcs is None:
         return out
     xcol, ycol = slot_centroid_columns(df)
@@ -87,14 +87,14 @@ def calibrate_catalog(
         out["coord_dec"] = np.asarray(dec, dtype=float)
     if photocalib is not None:
         new = _flux_columns(df, photocalib.evaluate(x, y), photocalib.err, error_rule)
+        attrs = out.attrs
         out = pd.concat([out, pd.DataFrame(new, index=df.index)], axis=1)
-        out.attrs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in df.attrs.items()}
-        units = out.attrs.setdefault("units", {})
-        docs = out.attrs.setdefault("docs", {})
-        for name in new:
-            is_mag = name.endswith(("_mag", "_magErr"))
-            units[name] = MAG_UNIT if is_mag else FLUX_UNIT
-            docs[name] = _doc(name)
+        units = {n: MAG_UNIT if n.endswith(("_mag", "_magErr")) else FLUX_UNIT for n in new}
+        out.attrs = {
+            **attrs,
+            "units": FrozenDict({**attrs.get("units", {}), **units}),
+            "docs": FrozenDict({**attrs.get("docs", {}), **{n: _doc(n) for n in new}}),
+        }
     return out
 
 

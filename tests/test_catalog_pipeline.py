@@ -224,3 +224,57 @@ def test_batch_job_script(batch):
     assert "--nworkers 4" in script or "--nprocs 4" in script
     assert __import__("sys").executable in script
     assert "01:15:00" in script  # 1.5 x 60 s x ceil(400 / 8)
+
+
+def test_a_killed_run_leaves_no_partial_output(real_dir, tmp_path):
+    """SIGKILL in the middle of a run: every final CALSRC is complete; a re-run finishes."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = make_real_repository(real_dir, tmp_path / "repo")
+    out = root / "rerun/sf/01000/HSC-R/output"
+    jc = root / "rerun/sf/jointcal-results/HSC-R/9615"
+    import sqlite3
+
+    with sqlite3.connect(root / "registry.sqlite3") as db:  # 40 more CCDs of visit 23902
+        for ccd in range(40):
+            db.execute(
+                "INSERT INTO raw (field, visit, ccd, pointing, filter) VALUES (?, ?, ?, ?, ?)",
+                ("SSP_UDEEP", 23902, ccd, 1000, FILTER),
+            )
+            name = f"0023902-{ccd:03d}.fits"
+            shutil.copy(out / "SRC-0023900-037.fits", out / f"SRC-{name}")
+            shutil.copy(jc / "jointcal_wcs-0023900-037.fits", jc / f"jointcal_wcs-{name}")
+            shutil.copy(
+                jc / "jointcal_photoCalib-0023900-037.fits", jc / f"jointcal_photoCalib-{name}"
+            )
+    cmd = [
+        sys.executable,
+        "-m",
+        "daskcal.cli",
+        "catalog",
+        str(root),
+        "--rerun",
+        "sf:cal",
+        "--id",
+        "visit=23902",
+        f"tract={TRACT}",
+        *JOINTCAL,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    calibrated = root / "rerun/cal/calibrated"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(calibrated.rglob("CALSRC-*.fits"))) < 3:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finals = list(calibrated.rglob("CALSRC-*.fits"))
+    assert 3 <= len(finals) < 40, "the kill should land in the middle of the run"
+    for path in finals:  # every file under a final name is complete
+        assert len(read_catalog(path)) == 771
+    assert main(cmd[3:]) == 0
+    assert len(list(calibrated.rglob("CALSRC-*.fits"))) == 40

@@ -48,6 +48,7 @@ def arrow_table(df: pd.DataFrame, units: dict[str, str], docs: dict[str, str]) -
     The hive partition keys (tract, filter) are dropped: they live in the path.
     """
     df = df.drop(columns=[k for k in PARTITION_KEYS if k in df.columns])
+    df.attrs = {}  # pandas deep-copies attrs on every column access; pyarrow needs none
     table = pa.Table.from_pandas(df, preserve_index=False)
     fields = []
     for f in table.schema:
