@@ -21,8 +21,15 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 demo: venv
-	$(BIN)/daskcal demo make demo-repo --visits 4 --size small
-	$(BIN)/daskcal info demo-repo --rerun demo --id field=NGC604
+	rm -rf demo-repo
+	$(BIN)/daskcal demo make demo-repo --visits 4 --ccds 0..8^10..20 --size small
+	$(BIN)/daskcal info demo-repo --rerun demo --id field=NGC604 tract=0
+	$(BIN)/calibrateCatalog.py demo-repo --rerun demo:calib \
+	    --id field=NGC604 tract=0 ccd=0..8^10..103 --batch-type=smp --cores=2 \
+	    --clobber-config --clobber-versions
+	@echo
+	@echo "Outputs: demo-repo/rerun/calib/calibrated/0000/<pointing>/<filter>/CALSRC-*.fits"
+	@echo "Parquet: demo-repo/rerun/calib/calibrated/parquet/src (hive: tract=, filter=)"
 
 clean:
 	rm -rf $(VENV) demo-repo .pytest_cache

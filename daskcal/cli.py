@@ -299,9 +299,21 @@ def run_catalog_command(args: argparse.Namespace) -> int:
     return print_report(run_catalog(repo, ids, config, execution, options))
 
 
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    from .demo.cli import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    """``daskcal demo make``: write a demo repository."""
+    return args.func(args)
+
+
 #: The subcommands, in the order ``daskcal --help`` lists them.
 COMMANDS: tuple[Command, ...] = (
     Command("info", "what exists in a repository for some data ids", _info_arguments, run_info),
+    Command("demo", "synthetic HSC repositories with truth", _demo_arguments, _run_demo),
     Command(
         "catalog",
         "calibrateCatalog: apply jointcal/FGCM calibrations to src catalogs",

@@ -22,6 +22,7 @@ from .calib.table import calibration_table, table_path, write_calibration_table
 from .catalog_job import calibrate_catalog_ccd, fragment_path, write_visit_parquet
 from .cluster import ExecutionOptions, dask_client
 from .config import CalibrateConfig
+from .dataid import DataIdError, format_id
 from .io.parquet import visit_file
 from .provenance import check_and_record
 from .repo import Repository
@@ -74,6 +75,26 @@ def _compute(tasks: list, client, progress: bool) -> list:
     return client.gather(futures)
 
 
+def expand_ids(repo: Repository, ids: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Full data ids with tract; ids with no data are logged (as hscPipe does), not fatal.
+
+    Raises
+    ------
+    DataIdError
+        When no id has data, or an id lacks ``tract``.
+    """
+    ids = list(ids)
+    repo.expand(ids, require_tract=True, allow_missing=True)  # checks tract on every id
+    full, unmatched = repo.match(ids)
+    if not full:
+        raise DataIdError(f"no data in {repo.root} for the given --id")
+    if unmatched:
+        shown = "; ".join(format_id(d) for d in unmatched[:3])
+        more = f" and {len(unmatched) - 3} more" if len(unmatched) > 3 else ""
+        log.warning("no data for %s%s", shown, more)
+    return full
+
+
 def _save_tables(repo: Repository, table) -> None:
     for (tract, filt), part in table.groupby(["tract", "filter"], sort=True):
         write_calibration_table(part, table_path(repo.output_dir, int(tract), str(filt)))
@@ -109,7 +130,7 @@ def run_catalog(
     execution = execution or ExecutionOptions()
     options = options or RunOptions()
     start = time.monotonic()
-    full = repo.expand(list(ids), require_tract=True)
+    full = expand_ids(repo, ids)
     repo.ensure_output()
     check_and_record(
         repo.output_dir,

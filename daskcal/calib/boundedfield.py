@@ -22,6 +22,7 @@ from numpy.polynomial import chebyshev as cheb
 
 from ..io.afwtable import Field, bytes_column
 from ..io.archive import Archive, ArchiveWriter, NewCatalog
+from .ast import ast, dump_ast, read_ast
 
 __all__ = [
     "BBox",
@@ -278,10 +279,8 @@ class TransformBoundedField(BoundedField):
     @cached_property
     def mapping(self) -> Any:
         """The pyast Mapping (Nin = 2; output axis 1 is the value)."""
-        import starlink.Ast as Ast
-
-        obj = Ast.Channel(_Lines(self.ast_text.splitlines())).read()
-        if obj is None or not isinstance(obj, Ast.Mapping) or obj.Nin != 2:
+        obj = read_ast(self.ast_text)
+        if obj is None or not isinstance(obj, ast().Mapping) or obj.Nin != 2:
             raise ValueError("TransformBoundedField text is not an AST Mapping with 2 inputs")
         return obj
 
@@ -324,26 +323,8 @@ class TransformBoundedField(BoundedField):
         return cls(bbox, parts[2])
 
 
-class _Lines:
-    """pyast Channel source and sink: hands out / collects one line per call."""
-
-    def __init__(self, lines: list[str] | None = None):
-        self.lines = list(lines or [])
-        self._next = iter(self.lines)
-
-    def astsource(self) -> str | None:
-        return next(self._next, None)
-
-    def astsink(self, line: str) -> None:
-        self.lines.append(line)
-
-
 def _ast_dump(obj: Any) -> str:
-    import starlink.Ast as Ast
-
-    sink = _Lines()
-    Ast.Channel(None, sink, "Comment=0").write(obj)
-    return "\n".join(sink.lines).lstrip() + "\n"
+    return dump_ast(obj).lstrip()
 
 
 def bounded_field_from_dict(d: dict[str, Any]) -> BoundedField:

@@ -7,7 +7,8 @@ Its base frame (domain ``PIXELS``) is in 0-based PARENT pixels, its current fram
 ``PIXELS -> IWC -> SKY``. ``IWC`` is in degrees.
 
 A :class:`SkyWcs` keeps the dump text and builds the pyast FrameSet lazily, so it pickles as
-its text (Dask ships it to workers cheaply). pyast objects may be used from any thread.
+its text (Dask ships it to workers cheaply). AST text is read and written under
+:data:`~daskcal.calib.ast.AST_LOCK` (AST is not thread-safe there); evaluating points is.
 :func:`make_skywcs` builds jointcal-like distorted WCSs for synthetic repositories.
 """
 
@@ -24,6 +25,7 @@ from astropy.io import fits
 from ..io.afwtable import Field, bytes_column
 from ..io.archive import Archive, ArchiveError, ArchiveWriter, NewCatalog, read_archive
 from ..io.fitsfile import open_fits
+from .ast import AST_LOCK, ast, dump_ast, read_ast
 
 __all__ = [
     "HSC_RADIAL_DISTORTION",
@@ -50,31 +52,13 @@ class SkyWcsError(ValueError):
     """A file or text holds no usable SkyWcs; the message names the file."""
 
 
-class _Lines:
-    """pyast Channel source/sink: hands out or collects one line per call."""
-
-    def __init__(self, lines: list[str] | None = None):
-        self.lines = list(lines or [])
-        self._next = iter(self.lines)
-
-    def astsource(self) -> str | None:
-        return next(self._next, None)
-
-    def astsink(self, line: str) -> None:
-        self.lines.append(line)
-
-
 def _ast():
-    import starlink.Ast as Ast
-
-    return Ast
+    return ast()
 
 
 def ast_dump(obj: Any) -> str:
     """AST text of a pyast object exactly as afw writes it (``Comment=0``, one line each)."""
-    sink = _Lines()
-    _ast().Channel(None, sink, "Comment=0").write(obj)
-    return "\n".join(sink.lines) + "\n"
+    return dump_ast(obj)
 
 
 class SkyWcs:
@@ -132,7 +116,7 @@ class SkyWcs:
         """The pyast FrameSet, read from the text on first use."""
         if self._frameset is None:
             Ast = _ast()
-            obj = Ast.Channel(_Lines(self.ast_text.splitlines())).read()
+            obj = read_ast(self.ast_text)
             if not isinstance(obj, Ast.FrameSet):
                 raise SkyWcsError(f"AST text holds a {type(obj).__name__}, not a FrameSet")
             if obj.Nin != 2 or not isinstance(obj.getframe(Ast.CURRENT), Ast.SkyFrame):
@@ -317,6 +301,29 @@ def make_skywcs(
     ``make_skywcs((150.0, 2.0), (-15.3, -60.2))``; one rotated by 180 degrees:
     ``make_skywcs((150.0, 2.0), (15.3, 60.2), ccd_rotation_deg=180.0)``.
     """
+    with AST_LOCK:
+        return _make_skywcs(
+            crval,
+            ccd_offset_mm,
+            ccd_rotation_deg,
+            plate_scale_arcsec,
+            pixel_size_mm,
+            position_angle_deg,
+            flip_x,
+            radial_distortion,
+        )
+
+
+def _make_skywcs(
+    crval,
+    ccd_offset_mm,
+    ccd_rotation_deg,
+    plate_scale_arcsec,
+    pixel_size_mm,
+    position_angle_deg,
+    flip_x,
+    radial_distortion,
+) -> SkyWcs:
     Ast = _ast()
     theta, phi = np.radians(ccd_rotation_deg), np.radians(position_angle_deg)
     deg_per_mm = plate_scale_arcsec / 3600.0 / pixel_size_mm
