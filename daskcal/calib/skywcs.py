@@ -301,44 +301,22 @@ def make_skywcs(
     ``make_skywcs((150.0, 2.0), (-15.3, -60.2))``; one rotated by 180 degrees:
     ``make_skywcs((150.0, 2.0), (15.3, 60.2), ccd_rotation_deg=180.0)``.
     """
-    with AST_LOCK:
-        return _make_skywcs(
-            crval,
-            ccd_offset_mm,
-            ccd_rotation_deg,
-            plate_scale_arcsec,
-            pixel_size_mm,
-            position_angle_deg,
-            flip_x,
-            radial_distortion,
+    with AST_LOCK:  # AST builds objects non-thread-safely
+        Ast = _ast()
+        theta, phi = np.radians(ccd_rotation_deg), np.radians(position_angle_deg)
+        deg_per_mm = plate_scale_arcsec / 3600.0 / pixel_size_mm
+        to_focal = _affine_polymap(np.asarray(ccd_offset_mm, float), pixel_size_mm, theta)
+        m = 1.0 if flip_x else -1.0
+        orient = deg_per_mm * np.array(
+            [[m * np.cos(phi), np.sin(phi)], [-m * np.sin(phi), np.cos(phi)]]
         )
-
-
-def _make_skywcs(
-    crval,
-    ccd_offset_mm,
-    ccd_rotation_deg,
-    plate_scale_arcsec,
-    pixel_size_mm,
-    position_angle_deg,
-    flip_x,
-    radial_distortion,
-) -> SkyWcs:
-    Ast = _ast()
-    theta, phi = np.radians(ccd_rotation_deg), np.radians(position_angle_deg)
-    deg_per_mm = plate_scale_arcsec / 3600.0 / pixel_size_mm
-    to_focal = _affine_polymap(np.asarray(ccd_offset_mm, float), pixel_size_mm, theta)
-    m = 1.0 if flip_x else -1.0
-    orient = deg_per_mm * np.array(
-        [[m * np.cos(phi), np.sin(phi)], [-m * np.sin(phi), np.cos(phi)]]
-    )
-    to_iwc = Ast.PolyMap(_radial_coeffs(orient, radial_distortion), None, "IterInverse=1")
-    frameset = Ast.FrameSet(Ast.Frame(2, "Domain=PIXELS"))
-    frameset.addframe(Ast.CURRENT, to_focal, Ast.Frame(2, "Domain=FOCAL"))
-    frameset.addframe(Ast.CURRENT, to_iwc, Ast.Frame(2, "Domain=IWC"))
-    iwc_to_sky, sky = _tan_iwc_to_sky(crval)
-    frameset.addframe(Ast.CURRENT, iwc_to_sky, sky)
-    return SkyWcs.from_frameset(frameset)
+        to_iwc = Ast.PolyMap(_radial_coeffs(orient, radial_distortion), None, "IterInverse=1")
+        frameset = Ast.FrameSet(Ast.Frame(2, "Domain=PIXELS"))
+        frameset.addframe(Ast.CURRENT, to_focal, Ast.Frame(2, "Domain=FOCAL"))
+        frameset.addframe(Ast.CURRENT, to_iwc, Ast.Frame(2, "Domain=IWC"))
+        iwc_to_sky, sky = _tan_iwc_to_sky(crval)
+        frameset.addframe(Ast.CURRENT, iwc_to_sky, sky)
+        return SkyWcs.from_frameset(frameset)
 
 
 def _affine_polymap(offset: np.ndarray, scale: float, theta: float) -> Any:
