@@ -7,6 +7,7 @@ The public API::
     cats = daskcal.open_catalogs(repo, ids)           # lazy dask DataFrame, one CCD a partition
     exps = daskcal.open_exposures(repo, ids)          # lazy xarray Datasets
     cal = daskcal.calibrated_catalogs(repo, ids)      # lazy calibrated catalogs
+    calexps = daskcal.calibrated_exposures(repo, ids) # lazy calibrated exposures (xarray)
     pc = daskcal.read_photocalib(path); wcs = daskcal.read_skywcs(path)
 """
 
@@ -19,7 +20,7 @@ from .calib.table import calibration_table
 from .collections import open_catalogs, open_exposures
 from .config import CalibrateConfig
 from .dataid import DataIdError, format_id, parse_id, parse_ids
-from .graph import calibrated_catalogs
+from .graph import calibrated_catalogs, calibrated_exposures
 from .io.catalog import read_catalog, write_catalog
 from .io.exposure import read_exposure, write_exposure
 from .repo import Repository, RepositoryError
@@ -38,6 +39,7 @@ __all__ = [
     "SkyWcs",
     "__version__",
     "calibrated_catalogs",
+    "calibrated_exposures",
     "calibration_table",
     "format_id",
     "open_catalogs",

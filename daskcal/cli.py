@@ -299,6 +299,29 @@ def run_catalog_command(args: argparse.Namespace) -> int:
     return print_report(run_catalog(repo, ids, config, execution, options))
 
 
+def _exposure_arguments(parser: argparse.ArgumentParser) -> None:
+    _calibrate_arguments(parser)
+    parser.add_argument(
+        "--quicklook",
+        action="store_true",
+        help="also write a PNG mosaic per visit: calibrated/<tract>/quicklook/visit-<visit>.png",
+    )
+
+
+def run_exposure_command(args: argparse.Namespace) -> int:
+    """``daskcal exposure`` / ``calibrateExposure.py``."""
+    from .pipeline import run_exposure
+
+    repo, ids, config, execution, options = calibrate_setup(args)
+    report = run_exposure(repo, ids, config, execution, options, quicklook=args.quicklook)
+    code = print_report(report)
+    if args.quicklook:
+        done, failed = report.count("done", "quicklook"), report.count("failed", "quicklook")
+        skipped = report.count("skipped", "quicklook")
+        print(f"quick-look PNGs: {done} written, {skipped} up to date, {failed} failed")
+    return code
+
+
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     from .demo.cli import add_arguments
 
@@ -314,6 +337,12 @@ def _run_demo(args: argparse.Namespace) -> int:
 COMMANDS: tuple[Command, ...] = (
     Command("info", "what exists in a repository for some data ids", _info_arguments, run_info),
     Command("demo", "synthetic HSC repositories with truth", _demo_arguments, _run_demo),
+    Command(
+        "exposure",
+        "calibrateExposure: apply jointcal/FGCM calibrations and skyCorr to calexps",
+        _exposure_arguments,
+        run_exposure_command,
+    ),
     Command(
         "catalog",
         "calibrateCatalog: apply jointcal/FGCM calibrations to src catalogs",
@@ -343,6 +372,11 @@ def _setup_logging() -> None:
         handler.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+
+
+def calibrate_exposure_main(argv: Sequence[str] | None = None) -> int:
+    """``calibrateExposure.py``: hscPipe's command, as ``daskcal exposure``."""
+    return main(["exposure", *(sys.argv[1:] if argv is None else argv)])
 
 
 def calibrate_catalog_main(argv: Sequence[str] | None = None) -> int:

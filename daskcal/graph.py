@@ -2,6 +2,12 @@
 
 :func:`calibrated_catalogs` zips the src partitions (one per CCD) with the rows of the
 calibration table, partition by partition, and maps the pure catalog kernel over them.
+:func:`calibrated_exposures` maps the exposure kernel
+(:func:`daskcal.exposure_job.calibrate_rows`) over the row blocks of each calexp's lazy
+planes: every block task gets the two input blocks and plain values (the
+:class:`~daskcal.exposure_job.ExposurePlan`, xy0, its row range), evaluates c on its own
+pixels and the skyCorr on its own rows (by file name), so the graphs run on any scheduler
+and give the same pixels for any ``chunk_rows``, bit for bit.
 """
 
 from __future__ import annotations
@@ -9,17 +15,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import dask.array as da
 import dask.dataframe as dd
+import numpy as np
 import pandas as pd
+import xarray as xr
 
 from .calib.table import calibration_table
 from .catalog_job import CalibrationMissing, calibrated_frame
 from .collections import catalogs_from_paths, resolve_ids
 from .config import CalibrateConfig
 from .dataid import format_id
+from .exposure_job import ExposurePlan, calibrate_rows, check_skycorr, exposure_plan
+from .io.exposure import read_exposure
 from .repo import Repository
 
-__all__ = ["calibrated_catalogs"]
+__all__ = ["calibrated_catalogs", "calibrated_exposure", "calibrated_exposures"]
 
 
 def _row_frame(row: dict[str, Any]) -> pd.DataFrame:
@@ -75,3 +86,142 @@ def calibrated_catalogs(
     return catalogs.map_partitions(
         _calibrate_partition, rows, config, meta=meta, align_dataframes=False
     )
+
+
+def _calibrate_block(
+    image: np.ndarray,
+    variance: np.ndarray,
+    plan: ExposurePlan,
+    xy0: tuple[int, int],
+    block_info: dict | None = None,
+) -> np.ndarray:
+    """One block task: (image', variance') stacked, shape (2, rows, columns)."""
+    row0 = block_info[0]["array-location"][0][0]
+    return np.stack(calibrate_rows(image, variance, plan, xy0, row0))
+
+
+def calibrated_exposure(ds: xr.Dataset, plan: ExposurePlan) -> xr.Dataset:
+    """Calibrate a lazy exposure (:func:`daskcal.read_exposure`) as a plan says, lazily.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        ``image``, ``mask``, ``variance`` with dask data, chunked by rows only.
+    plan : ExposurePlan
+        From :func:`daskcal.exposure_job.exposure_plan`.
+
+    Returns
+    -------
+    xarray.Dataset
+        Same shape, coords and chunks: image and variance calibrated, mask unchanged.
+        Attrs: those of ``ds`` plus ``plan``, ``photocalib`` (the new constant
+        PhotoCalib(cbar, sigma_c), or None when not recalibrated), ``cbar``, ``sigma_c``
+        (NaN then), ``skywcs`` (AST text of the attached SkyWcs, "" if unchanged) and
+        ``uncalibrated`` (why nothing was applied, flag mode).
+    """
+    out = ds.copy()
+    new_pc = plan.new_photocalib()
+    out.attrs.update(
+        plan=plan,
+        photocalib=new_pc,
+        cbar=new_pc.mean if new_pc is not None else np.nan,
+        sigma_c=new_pc.err if new_pc is not None else np.nan,
+        skywcs=plan.wcs_ast,
+        uncalibrated=plan.uncalibrated,
+    )
+    if plan.uncalibrated:
+        return out
+    image, variance = ds["image"].data, ds["variance"].data
+    if plan.skycorr:
+        check_skycorr(plan.skycorr, image.shape)
+    xy0 = tuple(int(v) for v in ds.attrs["xy0"])
+    pair = da.map_blocks(
+        _calibrate_block,
+        image,
+        variance,
+        plan=plan,
+        xy0=xy0,
+        new_axis=0,
+        chunks=((2,), *image.chunks),
+        dtype=np.float32,
+        meta=np.empty((0, 0, 0), np.float32),
+    )
+    out["image"] = (("y", "x"), pair[0])
+    out["variance"] = (("y", "x"), pair[1])
+    return out
+
+
+def calibrated_exposures(
+    repo: Repository,
+    ids: Iterable[Mapping[str, Any]] | None = None,
+    config: CalibrateConfig | None = None,
+    *,
+    stack: bool = False,
+    chunk_rows: int = 512,
+    table: pd.DataFrame | None = None,
+) -> list[xr.Dataset] | xr.Dataset:
+    """The calibrated exposures (what CALEXP files hold) of some data ids, lazily.
+
+    Parameters
+    ----------
+    repo : Repository
+        Inputs.
+    ids : iterable of dict, optional
+        Data ids with ``tract`` (partial ids are expanded).
+    config : CalibrateConfig, optional
+        hscPipe 8 defaults when None.
+    stack : bool
+        One Dataset with an ``exposure`` dimension indexed by (visit, ccd), ``cbar`` and
+        ``sigma_c`` as coords along it; the exposures must share shape and xy0.
+    chunk_rows : int
+        Rows per dask block (one read task per plane and one calibration task each).
+    table : pandas.DataFrame, optional
+        A calibration table in the order of the expanded ids; read when None.
+
+    Returns
+    -------
+    list of xarray.Dataset or xarray.Dataset
+        One Dataset per CCD (see :func:`calibrated_exposure`; ``attrs["dataid"]``), or
+        the stacked Dataset.
+
+    Raises
+    ------
+    CalibrationMissing
+        A CCD lacks a needed calibration (``onMissingCalibration="fail"``) or its skyCorr.
+    """
+    config = config or CalibrateConfig()
+    full, paths = resolve_ids(repo, ids, "calexp", require_tract=True)
+    if table is None:
+        table = calibration_table(repo, full, config)
+    datasets = []
+    for dataid, path, row in zip(full, paths, table.to_dict("records"), strict=True):
+        try:
+            plan = exposure_plan(row, config, str(repo.input_path("skyCorr", dataid)))
+        except CalibrationMissing as err:
+            raise CalibrationMissing(f"{format_id(dataid)}: {err}") from None
+        ds = read_exposure(path, chunk_rows=chunk_rows)
+        ds.attrs["dataid"] = dataid
+        datasets.append(calibrated_exposure(ds, plan))
+    return _stack(datasets) if stack else datasets
+
+
+def _stack(datasets: list[xr.Dataset]) -> xr.Dataset:
+    shapes = {(ds.sizes["y"], ds.sizes["x"], tuple(ds.attrs["xy0"])) for ds in datasets}
+    if len(shapes) > 1:
+        raise ValueError(f"cannot stack exposures of different shapes/xy0: {sorted(shapes)}")
+    ids = [ds.attrs["dataid"] for ds in datasets]
+    stacked = xr.concat([ds.drop_attrs() for ds in datasets], dim="exposure")
+    index = pd.MultiIndex.from_arrays(
+        [[d["visit"] for d in ids], [d["ccd"] for d in ids]], names=("visit", "ccd")
+    )
+    stacked = stacked.assign_coords(xr.Coordinates.from_pandas_multiindex(index, "exposure"))
+    stacked = stacked.assign_coords(
+        cbar=("exposure", [ds.attrs["cbar"] for ds in datasets]),
+        sigma_c=("exposure", [ds.attrs["sigma_c"] for ds in datasets]),
+    )
+    stacked.attrs = {
+        "mask_planes": datasets[0].attrs["mask_planes"],
+        "paths": [ds.attrs["path"] for ds in datasets],
+        "skywcs": [ds.attrs["skywcs"] for ds in datasets],
+    }
+    return stacked

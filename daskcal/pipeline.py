@@ -1,9 +1,11 @@
 """The calibrate jobs, start to finish: ids -> plan -> Dask graph -> outputs -> report.
 
-``run_catalog`` is hscPipe's calibrateCatalog.py: it expands the ids, checks the rerun's
-provenance, reads the calibration table, then runs one task per CCD (CALSRC + Parquet
-fragment) and one per visit (the Parquet file), on whatever cluster the execution options
-give. Outputs already present are skipped unless ``redo``; every id ends in the report.
+``run_catalog`` is hscPipe's calibrateCatalog.py and ``run_exposure`` its
+calibrateExposure.py. Both read like the same table of contents: expand the ids (ids with
+no data are reported, not fatal, as hscPipe does), check the rerun's provenance, plan
+(missing inputs fail, existing outputs are skipped unless ``redo``), read the calibration
+table, then run one task per CCD and one per visit (Parquet file, quick-look PNG) on
+whatever cluster the execution options give, and save the report, where every id ends.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import logging
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dask
@@ -23,12 +26,14 @@ from .catalog_job import calibrate_catalog_ccd, fragment_path, write_visit_parqu
 from .cluster import ExecutionOptions, dask_client
 from .config import CalibrateConfig
 from .dataid import DataIdError, format_id
+from .exposure_job import calibrate_exposure_ccd
 from .io.parquet import visit_file
 from .provenance import check_and_record
+from .quicklook import quicklook_path, thumbnail_path, write_visit_quicklook
 from .repo import Repository
 from .report import Outcome, RunReport
 
-__all__ = ["RunOptions", "run_catalog"]
+__all__ = ["RunOptions", "run_catalog", "run_exposure"]
 
 log = logging.getLogger("daskcal")
 
@@ -100,6 +105,104 @@ def _save_tables(repo: Repository, table) -> None:
         write_calibration_table(part, table_path(repo.output_dir, int(tract), str(filt)))
 
 
+def _begin(
+    repo: Repository,
+    ids: Iterable[Mapping[str, Any]],
+    config: CalibrateConfig,
+    options: RunOptions,
+    task: str,
+) -> tuple[list[dict[str, Any]], RunReport]:
+    """Expand the ids (see :func:`expand_ids`), then check and record the provenance."""
+    full = expand_ids(repo, ids)
+    repo.ensure_output()
+    check_and_record(
+        repo.output_dir,
+        task,
+        config.to_dict(),
+        clobber_config=options.clobber_config,
+        clobber_versions=options.clobber_versions,
+        no_versions=options.no_versions,
+    )
+    return full, RunReport(task)
+
+
+def _plan(
+    repo: Repository,
+    full: list[dict[str, Any]],
+    dataset: str,
+    output: str,
+    report: RunReport,
+    redo: bool,
+) -> list[tuple[dict[str, Any], Path, Path]]:
+    """The (id, input, output) left to do; missing inputs fail, existing outputs are skipped."""
+    todo = []
+    for dataid in full:
+        found, out = repo.find(dataset, dataid), repo.output_path(output, dataid)
+        if found is None:
+            reason = f"no {dataset}: {repo.input_path(dataset, dataid)}"
+            report.add(Outcome(dataid, "failed", reason=reason))
+        elif out.exists() and not redo:
+            report.add(Outcome(dataid, "skipped", output=str(out)))
+        else:
+            todo.append((dataid, found, out))
+    return todo
+
+
+def _table_rows(repo: Repository, todo: list, config: CalibrateConfig, with_sip: bool = False):
+    """The calibration-table rows of the ids to do (the tables are saved in the rerun)."""
+    table = calibration_table(repo, [d for d, _, _ in todo], config, with_sip=with_sip)
+    if len(table):
+        _save_tables(repo, table)
+    return table.to_dict("records")
+
+
+def _visit_key(dataid: Mapping[str, Any]) -> tuple[int, str, int]:
+    return (dataid["tract"], dataid["filter"], dataid["visit"])
+
+
+def _visit_tasks(
+    report: RunReport,
+    todo: list,
+    ccd_tasks: list,
+    func: Callable[..., Outcome],
+    exists: Callable[[int, str, int], bool],
+    label: str,
+    *args: Any,
+) -> list:
+    """One ``func(*args, visit_id, ccd_outcomes)`` task per visit with a CCD done or skipped.
+
+    A visit whose CCDs were all skipped is left out when its output ``exists``.
+    """
+    groups: dict[tuple[int, str, int], list] = defaultdict(list)
+    for outcome in report.outcomes:
+        if outcome.status == "skipped":
+            groups.setdefault(_visit_key(outcome.dataid), [])
+    for (dataid, _, _), task in zip(todo, ccd_tasks, strict=True):
+        groups[_visit_key(dataid)].append(task)
+    tasks = []
+    for (tract, filt, visit), members in sorted(groups.items()):
+        if not members and exists(tract, filt, visit):
+            continue
+        visit_id = {"tract": tract, "filter": filt, "visit": visit}
+        key = f"{label}-{tract}-{filt}-{visit}"
+        tasks.append(dask.delayed(func, pure=False)(*args, visit_id, members, dask_key_name=key))
+    return tasks
+
+
+def _finish(repo: Repository, report: RunReport, results: list, start: float, n: int):
+    """Record the outcomes, save the report in the rerun and warn about failures."""
+    for outcome in results:
+        report.add(outcome)
+    report.elapsed = time.monotonic() - start
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    saved = repo.output_dir / "calibrated" / "reports" / f"{report.task}-{stamp}.json"
+    report.save(saved)
+    report.path = str(saved)
+    if report.failed:
+        log.warning("%d of %d data ids failed; report: %s", len(report.failed), n, saved)
+    return report
+
+
 def run_catalog(
     repo: Repository,
     ids: Iterable[Mapping[str, Any]],
@@ -130,42 +233,15 @@ def run_catalog(
     execution = execution or ExecutionOptions()
     options = options or RunOptions()
     start = time.monotonic()
-    full = expand_ids(repo, ids)
-    repo.ensure_output()
-    check_and_record(
-        repo.output_dir,
-        "calibrateCatalog",
-        config.to_dict(),
-        clobber_config=options.clobber_config,
-        clobber_versions=options.clobber_versions,
-        no_versions=options.no_versions,
-    )
-    report = RunReport("calibrateCatalog")
+    full, report = _begin(repo, ids, config, options, "calibrateCatalog")
+    todo = _plan(repo, full, "src", "calibrated_src", report, options.redo)
     calibrated = repo.output_dir / "calibrated"
     work = calibrated / ".work" / "src-fragments"
     parquet_root = calibrated / "parquet" / "src"
-    todo, by_visit = [], defaultdict(list)
-    for dataid in full:
-        src = repo.find("src", dataid)
-        out = repo.output_path("calibrated_src", dataid)
-        visit_key = (dataid["tract"], dataid["filter"], dataid["visit"])
-        if src is None:
-            report.add(
-                Outcome(dataid, "failed", reason=f"no src: {repo.input_path('src', dataid)}")
-            )
-        elif out.exists() and not options.redo:
-            report.add(Outcome(dataid, "skipped", output=str(out)))
-            by_visit.setdefault(visit_key, [])
-        else:
-            todo.append((dataid, src, out))
     with dask_client(execution, len(todo)) as client:
-        table = calibration_table(repo, [d for d, _, _ in todo], config)
-        if len(table):
-            _save_tables(repo, table)
-        rows = table.to_dict("records")
-        tasks = []
-        for (dataid, src, out), row in zip(todo, rows, strict=True):
-            task = dask.delayed(calibrate_catalog_ccd, pure=False)(
+        rows = _table_rows(repo, todo, config)
+        tasks = [
+            dask.delayed(calibrate_catalog_ccd, pure=False)(
                 dataid,
                 str(src),
                 str(out),
@@ -175,32 +251,84 @@ def run_catalog(
                 options.doraise,
                 dask_key_name=f"calsrc-{dataid['visit']}-{dataid['ccd']}",
             )
-            tasks.append(task)
-            by_visit[(dataid["tract"], dataid["filter"], dataid["visit"])].append(task)
+            for (dataid, src, out), row in zip(todo, rows, strict=True)
+        ]
+        visit_tasks = _visit_tasks(
+            report,
+            todo,
+            tasks,
+            write_visit_parquet,
+            lambda t, f, v: visit_file(parquet_root, t, f, v).exists(),
+            "parquet",
+            str(parquet_root),
+            str(work),
+            str(calibrated),
+        )
+        results = _compute(tasks + visit_tasks, client, options.progress)
+    return _finish(repo, report, results, start, len(full))
+
+
+def run_exposure(
+    repo: Repository,
+    ids: Iterable[Mapping[str, Any]],
+    config: CalibrateConfig,
+    execution: ExecutionOptions | None = None,
+    options: RunOptions | None = None,
+    *,
+    quicklook: bool = False,
+    chunk_rows: int = 512,
+) -> RunReport:
+    """Run calibrateExposure on some data ids: one CALEXP per CCD.
+
+    Parameters
+    ----------
+    repo, ids, config, execution, options
+        As for :func:`run_catalog`.
+    quicklook : bool
+        Also write a PNG mosaic per visit (``calibrated/<tract>/quicklook/``).
+    chunk_rows : int
+        Rows calibrated at a time in a worker (bounds its memory besides the output).
+
+    Returns
+    -------
+    RunReport
+        One outcome per data id (and per quick-look PNG); saved in the rerun.
+    """
+    execution = execution or ExecutionOptions()
+    options = options or RunOptions()
+    start = time.monotonic()
+    full, report = _begin(repo, ids, config, options, "calibrateExposure")
+    todo = _plan(repo, full, "calexp", "calibrated_exp", report, options.redo)
+    calibrated = repo.output_dir / "calibrated"
+    thumbs = calibrated / ".work" / "quicklook"
+    with dask_client(execution, len(todo)) as client:
+        rows = _table_rows(repo, todo, config, with_sip=True)
+        tasks = [
+            dask.delayed(calibrate_exposure_ccd, pure=False)(
+                dataid,
+                str(calexp),
+                str(out),
+                row,
+                config,
+                str(repo.input_path("skyCorr", dataid)),
+                options.doraise,
+                chunk_rows,
+                str(thumbnail_path(thumbs, dataid)) if quicklook else "",
+                dask_key_name=f"calexp-{dataid['visit']}-{dataid['ccd']}",
+            )
+            for (dataid, calexp, out), row in zip(todo, rows, strict=True)
+        ]
         visit_tasks = []
-        for (tract, filt, visit), ccd_tasks in sorted(by_visit.items()):
-            exists = visit_file(parquet_root, tract, filt, visit).exists()
-            if not ccd_tasks and exists:
-                continue
-            visit_id = {"tract": tract, "filter": filt, "visit": visit}
-            visit_tasks.append(
-                dask.delayed(write_visit_parquet, pure=False)(
-                    str(parquet_root),
-                    str(work),
-                    str(calibrated),
-                    visit_id,
-                    ccd_tasks,
-                    dask_key_name=f"parquet-{tract}-{filt}-{visit}",
-                )
+        if quicklook:
+            visit_tasks = _visit_tasks(
+                report,
+                todo,
+                tasks,
+                write_visit_quicklook,
+                lambda t, f, v: quicklook_path(calibrated, t, v).exists(),
+                "quicklook",
+                str(calibrated),
+                str(thumbs),
             )
         results = _compute(tasks + visit_tasks, client, options.progress)
-    for outcome in results:
-        report.add(outcome)
-    report.elapsed = time.monotonic() - start
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    saved = repo.output_dir / "calibrated" / "reports" / f"calibrateCatalog-{stamp}.json"
-    report.save(saved)
-    report.path = str(saved)
-    if report.failed:
-        log.warning("%d of %d data ids failed; report: %s", len(report.failed), len(full), saved)
-    return report
+    return _finish(repo, report, results, start, len(full))

@@ -1,0 +1,320 @@
+"""calibrateExposure, per CCD: read the calexp, calibrate it block by block, write CALEXP.
+
+hscPipe 8's ``CalibrateExposureTask.runDataRef`` (SPEC section 5), in its order:
+
+1. photometry: ``image' = p c(x, y) / cbar``, ``variance' = (c^2 v [+ p^2 sigma_c^2]) /
+   cbar^2`` with c evaluated at every pixel in PARENT coordinates; the mask is unchanged;
+   a constant PhotoCalib(cbar, sigma_c) replaces the calexp's;
+2. astrometry: the jointcal SkyWcs replaces the calexp's, and a TAN-SIP approximation
+   (``sipOrder``, ``sipSpacing``) goes into the primary header;
+3. sky: the full-resolution skyCorr image is subtracted from the image plane, after the
+   rescaling (hscPipe's order, in calibrated units).
+
+The quirk kept from hscPipe 8: afw's ``PhotoCalib.calibrateImage`` derives the variance
+from the ratio of the calibrated to the uncalibrated pixel, so every pixel whose value is
+exactly 0 (often NO_DATA or interpolated pixels) gets a NaN variance. daskcal does the
+same unless ``fixZeroPixelVariance=True``. Without ``doApplyExternalPhotoCalib`` nothing is
+rescaled and there is no quirk (hscPipe never calls ``calibrateImage`` then).
+
+The work is split so that the lazy graph (:mod:`daskcal.graph`) and the CLI worker share
+it: :func:`exposure_plan` turns a calibration-table row into an :class:`ExposurePlan`
+(plain values only, so it travels to any Dask worker); :func:`calibrate_rows` calibrates
+any block of rows exactly as the whole CCD would be; :func:`calibrate_exposure_ccd` is
+the per-CCD worker (CALEXP written atomically, its metadata made by :mod:`daskcal.calexp`;
+an :class:`~daskcal.report.Outcome` returned, never raised, unless ``doraise``). With
+``onMissingCalibration="flag"`` a CCD whose calibration is missing is written as its
+calexp, nothing applied, with the card ``DASKCAL_UNCALIBRATED = T``. A missing skyCorr
+(with ``doApplySkyCorr``) always fails the CCD.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from astropy.utils.exceptions import AstropyUserWarning
+
+from .apply import calibrate_image_block
+from .calexp import calexp_archive, calexp_headers, provenance_cards
+from .calib.background import background_block, load_background
+from .calib.photocalib import PhotoCalib
+from .calib.skywcs import SkyWcs
+from .calib.table import calibrations_from_row
+from .catalog_job import CalibrationMissing, _reason
+from .config import CalibrateConfig
+from .io.exposure import read_exposure, read_rows, write_exposure
+from .quicklook import save_thumbnail
+from .report import Outcome
+
+__all__ = [
+    "ExposurePlan",
+    "calibrate_exposure_ccd",
+    "calibrate_rows",
+    "check_skycorr",
+    "exposure_plan",
+]
+
+
+@dataclass(frozen=True)
+class ExposurePlan:
+    """What calibrateExposure does to one CCD, as plain values.
+
+    Attributes
+    ----------
+    photo : bool
+        Apply the photometric calibration (``cbar``, ``sigma_c``, ``field``).
+    cbar, sigma_c : float
+        PhotoCalib mean and error (nJy per count).
+    field : str
+        The bounded field as JSON (:func:`bounded_field_from_dict`); "" if constant.
+    include_calib_var, fix_zero_variance : bool
+        ``includePhotoCalibVar`` and ``fixZeroPixelVariance``.
+    skycorr : str
+        skyCorr file to subtract, or "".
+    wcs_ast : str
+        AST text of the SkyWcs to attach, or "" to keep the calexp's.
+    sip_header : str
+        TAN-SIP cards (PARENT pixels, newline-separated) for the headers, or "".
+    uncalibrated : str
+        Flag mode: why nothing is applied ("" otherwise).
+    photocalib_path, wcs_path : str
+        Where the calibrations came from (provenance cards).
+    """
+
+    photo: bool = False
+    cbar: float = 1.0
+    sigma_c: float = 0.0
+    field: str = ""
+    include_calib_var: bool = False
+    fix_zero_variance: bool = False
+    skycorr: str = ""
+    wcs_ast: str = ""
+    sip_header: str = ""
+    uncalibrated: str = ""
+    photocalib_path: str = ""
+    wcs_path: str = ""
+
+    def photocalib(self) -> PhotoCalib | None:
+        """The PhotoCalib applied (rebuilt once per process), or None."""
+        return _photocalib(self.cbar, self.sigma_c, self.field) if self.photo else None
+
+    def new_photocalib(self) -> PhotoCalib | None:
+        """The constant PhotoCalib(cbar, sigma_c) the CALEXP carries, or None (unchanged)."""
+        return PhotoCalib(self.cbar, self.sigma_c).to_constant() if self.photo else None
+
+
+@functools.lru_cache(maxsize=64)
+def _photocalib(cbar: float, sigma_c: float, field: str) -> PhotoCalib:
+    return calibrations_from_row({"cbar": cbar, "sigma_c": sigma_c, "field": field})[0]
+
+
+def exposure_plan(
+    row: Mapping[str, Any], config: CalibrateConfig, skycorr_expected: str = ""
+) -> ExposurePlan:
+    """The plan for one CCD from its calibration-table row and the config.
+
+    Raises
+    ------
+    CalibrationMissing
+        The skyCorr is missing while ``doApplySkyCorr`` (naming ``skycorr_expected``), or a
+        needed calibration is missing and ``onMissingCalibration`` is ``fail``.
+    """
+    skycorr = str(row.get("skycorr_path") or "")
+    if config.doApplySkyCorr and not skycorr:
+        where = skycorr_expected or f"visit {row.get('visit')} ccd {row.get('ccd')}"
+        raise CalibrationMissing(f"no skyCorr ({where}); doApplySkyCorr is True")
+    problems = "; ".join(str(p) for p in (row.get("missing"), row.get("errors")) if p)
+    if problems and config.onMissingCalibration == "fail":
+        raise CalibrationMissing(f"calibration unavailable: {problems}")
+    if problems:
+        return ExposurePlan(uncalibrated=problems)
+    photo = config.doApplyExternalPhotoCalib
+    wcs = config.doApplyExternalSkyWcs and bool(row.get("wcs_ast"))
+    return ExposurePlan(
+        photo=photo,
+        cbar=float(row["cbar"]) if photo else 1.0,
+        sigma_c=float(row["sigma_c"]) if photo else 0.0,
+        field=str(row.get("field") or "") if photo else "",
+        include_calib_var=config.includePhotoCalibVar,
+        fix_zero_variance=config.fixZeroPixelVariance,
+        skycorr=skycorr if config.doApplySkyCorr else "",
+        wcs_ast=str(row["wcs_ast"]) if wcs else "",
+        sip_header=str(row.get("sip_header") or "") if wcs else "",
+        photocalib_path=str(row.get("photocalib_path") or "") if photo else "",
+        wcs_path=str(row.get("wcs_path") or "") if wcs else "",
+    )
+
+
+def check_skycorr(path: str, shape: tuple[int, int]) -> None:
+    """Refuse a skyCorr whose image is not the calexp's size (afw needs equal dimensions)."""
+    height, width = load_background(path).shape
+    if (height, width) != tuple(shape):
+        raise ValueError(
+            f"{path}: skyCorr image is {width}x{height} pixels, the calexp {shape[1]}x{shape[0]}"
+        )
+
+
+def _calibration(pc: PhotoCalib, x0: int, x1: int, y0: int, y1: int) -> np.ndarray | float:
+    """c on a block's pixels; a scalar when constant.
+
+    BLAS evaluates a one-row matrix product by another path whose sums round differently,
+    so a one-row block is evaluated as two rows: every block then equals the same rows of
+    the whole CCD bit for bit.
+    """
+    if pc.is_constant:
+        return pc.mean
+    if y1 - y0 == 1:
+        return pc.evaluate_grid(x0, x1, y0, y0 + 2)[:1]
+    return pc.evaluate_grid(x0, x1, y0, y1)
+
+
+def calibrate_rows(
+    image: np.ndarray,
+    variance: np.ndarray,
+    plan: ExposurePlan,
+    xy0: tuple[int, int],
+    row0: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrate rows ``row0 .. row0 + len(image)`` of a CCD whose pixel (0, 0) is at ``xy0``.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The calibrated image and variance (float32), independent of how the CCD is split
+        into blocks.
+    """
+    if plan.uncalibrated:
+        return np.array(image, np.float32), np.array(variance, np.float32)
+    ny, nx = image.shape
+    sky = background_block(plan.skycorr, row0, row0 + ny) if plan.skycorr else 0.0
+    pc = plan.photocalib()
+    if pc is None:  # sky only: hscPipe never calls calibrateImage, so no NaN variance
+        return calibrate_image_block(image, variance, 1.0, 1.0, sky=sky, fix_zero_variance=True)
+    x0, y0 = int(xy0[0]), int(xy0[1]) + row0
+    return calibrate_image_block(
+        image,
+        variance,
+        _calibration(pc, x0, x0 + nx, y0, y0 + ny),
+        plan.cbar,
+        sigma_c=plan.sigma_c,
+        sky=sky,
+        include_calib_var=plan.include_calib_var,
+        fix_zero_variance=plan.fix_zero_variance,
+    )
+
+
+def _read_calibrated(ds, plan: ExposurePlan, chunk_rows: int) -> tuple[np.ndarray, ...]:
+    """(image, mask, variance) of a :func:`read_exposure` dataset, calibrated block by block."""
+    path, hdus, xy0 = ds.attrs["path"], ds.attrs["hdus"], ds.attrs["xy0"]
+    shape = (ds.sizes["y"], ds.sizes["x"])
+    if plan.skycorr:
+        check_skycorr(plan.skycorr, shape)
+    image, variance = np.empty(shape, np.float32), np.empty(shape, np.float32)
+    mask = np.empty(shape, np.int32)
+    for r0 in range(0, shape[0], chunk_rows):
+        r1 = min(r0 + chunk_rows, shape[0])
+        img = read_rows(path, hdus["image"], r0, r1, "float32")
+        var = read_rows(path, hdus["variance"], r0, r1, "float32")
+        image[r0:r1], variance[r0:r1] = calibrate_rows(img, var, plan, xy0, r0)
+        mask[r0:r1] = read_rows(path, hdus["mask"], r0, r1, "int32")
+    return image, mask, variance
+
+
+def _write_calexp(ds, out_path: str, planes: tuple, plan: ExposurePlan, config) -> None:
+    """Write CALEXP: the calibrated planes, the calexp's metadata updated (:mod:`.calexp`)."""
+    handle, calexp = ds.attrs["archive"], ds.attrs["path"]
+    with handle.open() if handle is not None else contextlib.nullcontext() as archive:
+        wcs = SkyWcs(plan.wcs_ast) if plan.wcs_ast else None
+        hdus, ids = calexp_archive(archive, plan.new_photocalib(), wcs)
+        files = {"CALEXP": calexp, "PHOTOCALIB": plan.photocalib_path, "SKYWCS": plan.wcs_path}
+        primary, headers = calexp_headers(
+            ds.attrs["header"],
+            ds.attrs["plane_headers"],
+            ids=ids,
+            sip_header=plan.sip_header,
+            provenance=provenance_cards(config, {**files, "SKYCORR": plan.skycorr}),
+            xy0=ds.attrs["xy0"],
+            uncalibrated=plan.uncalibrated,
+        )
+        write_exposure(
+            out_path,
+            *planes,
+            primary_header=primary,
+            mask_planes=ds.attrs["mask_planes"],
+            archive_hdus=hdus,
+            xy0=ds.attrs["xy0"],
+            plane_headers=headers,
+        )
+
+
+@contextlib.contextmanager
+def _strict_reading(path: str):
+    """astropy only warns that a file "may have been truncated"; make that an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AstropyUserWarning)
+        try:
+            yield
+        except AstropyUserWarning as warning:
+            raise OSError(f"{path}: {warning}") from None
+
+
+def calibrate_exposure_ccd(
+    dataid: dict[str, Any],
+    calexp: str,
+    out_path: str,
+    row: dict[str, Any],
+    config: CalibrateConfig,
+    skycorr_expected: str = "",
+    doraise: bool = False,
+    chunk_rows: int = 512,
+    thumbnail: str = "",
+) -> Outcome:
+    """Calibrate one CCD's calexp into CALEXP (and a quick-look thumbnail if asked).
+
+    Parameters
+    ----------
+    dataid : dict
+        The CCD's data id (for the outcome).
+    calexp, out_path : str
+        Input calexp and CALEXP to write (atomically).
+    row : dict
+        Its calibration-table row (with ``sip_header``).
+    config : CalibrateConfig
+        The configuration.
+    skycorr_expected : str
+        Where its skyCorr was looked for (named when missing).
+    doraise : bool
+        Raise instead of returning a failed outcome.
+    chunk_rows : int
+        Rows read and calibrated at a time.
+    thumbnail : str
+        Where to save its quick-look thumbnail ("" for none).
+
+    Returns
+    -------
+    Outcome
+        ``done`` with the CALEXP path, or ``failed`` with a one-line reason naming the file.
+    """
+    try:
+        plan = exposure_plan(row, config, skycorr_expected)
+        with _strict_reading(calexp):
+            ds = read_exposure(calexp, chunk_rows=chunk_rows)
+            image, mask, variance = _read_calibrated(ds, plan, chunk_rows)
+        _write_calexp(ds, out_path, (image, mask, variance), plan, config)
+        if thumbnail:
+            wcs = SkyWcs(plan.wcs_ast) if plan.wcs_ast else calexp
+            planes = ds.attrs["mask_planes"]
+            save_thumbnail(thumbnail, image, mask, planes, ds.attrs["xy0"], wcs)
+    except Exception as err:
+        if doraise:
+            raise
+        return Outcome(dataid, "failed", reason=_reason(err, calexp))
+    extra = {"cbar": plan.cbar} if plan.photo else {}
+    if plan.uncalibrated:
+        extra["uncalibrated"] = plan.uncalibrated
+    return Outcome(dataid, "done", output=out_path, extra=extra)
