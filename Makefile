@@ -24,12 +24,18 @@ demo: venv
 	rm -rf demo-repo
 	$(BIN)/daskcal demo make demo-repo --visits 4 --ccds 0..8^10..20 --size small
 	$(BIN)/daskcal info demo-repo --rerun demo --id field=NGC604 tract=0
+	$(BIN)/calibrateExposure.py demo-repo --rerun demo:calib \
+	    --id field=NGC604 tract=0 ccd=0..8^10..103 --batch-type=smp --cores=2 \
+	    --clobber-config --clobber-versions --quicklook
 	$(BIN)/calibrateCatalog.py demo-repo --rerun demo:calib \
 	    --id field=NGC604 tract=0 ccd=0..8^10..103 --batch-type=smp --cores=2 \
 	    --clobber-config --clobber-versions
 	@echo
-	@echo "Outputs: demo-repo/rerun/calib/calibrated/0000/<pointing>/<filter>/CALSRC-*.fits"
-	@echo "Parquet: demo-repo/rerun/calib/calibrated/parquet/src (hive: tract=, filter=)"
+	$(BIN)/daskcal info demo-repo --rerun demo:calib --id field=NGC604 tract=0
+	@echo
+	@echo "CALEXP/CALSRC: demo-repo/rerun/calib/calibrated/0000/<pointing>/<filter>/"
+	@echo "Parquet:       demo-repo/rerun/calib/calibrated/parquet/src (hive: tract=, filter=)"
+	@echo "Quick-looks:   demo-repo/rerun/calib/calibrated/0000/quicklook/"
 
 clean:
 	rm -rf $(VENV) demo-repo .pytest_cache
