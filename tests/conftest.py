@@ -6,6 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# No per-example deadline: CI machines are shared and timing belongs in benchmarks.
+settings.register_profile("daskcal", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("daskcal")
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
