@@ -88,13 +88,18 @@ def make_repository(source: Repository, work: Path, n: int) -> Repository:
     return repo
 
 
+def read_planes(ds) -> list[np.ndarray]:
+    """Image, mask, variance of a :func:`read_exposure` dataset, each plane read whole."""
+    path, hdus, ny = ds.attrs["path"], ds.attrs["hdus"], ds.sizes["y"]
+    kinds = (("image", "float32"), ("mask", "int32"), ("variance", "float32"))
+    return [read_rows(path, hdus[plane], 0, ny, dtype) for plane, dtype in kinds]
+
+
 def io_floor(calexp: str, out: str) -> float:
     """Read and decompress a calexp and write it again, uncalibrated: one CCD's floor."""
     start = time.perf_counter()
     ds = read_exposure(calexp)
-    path, hdus, ny = ds.attrs["path"], ds.attrs["hdus"], ds.sizes["y"]
-    planes = [read_rows(path, hdus[p], 0, ny, t) for p, t in
-              (("image", "float32"), ("mask", "int32"), ("variance", "float32"))]  # fmt: skip
+    planes = read_planes(ds)
     with exposure_archive(calexp) as archive:
         write_exposure(out, *planes, primary_header=ds.attrs["header"],
                        mask_planes=ds.attrs["mask_planes"], xy0=ds.attrs["xy0"],
@@ -167,17 +172,50 @@ def bench_full(repo: Repository, cores: int) -> dict:
     return {"seconds": seconds, "peak": max(peaks.values())}
 
 
+def bench_phases(source: Repository, work: Path) -> None:
+    """Where one CCD's time goes, in this process (no Dask)."""
+    from daskcal import exposure_job as job
+    from daskcal.calib.background import background_block
+    from daskcal.calib.table import calibration_row
+
+    config = CalibrateConfig()
+    dataid = source.expand([{"tract": 0}])[0]
+    names = ("calexp", "skyCorr", "fgcm_tract_photoCalib", "jointcal_wcs")
+    paths = {name: source.find(name, dataid) for name in names}
+    times = {}
+
+    def timed(label, func, *args, **kwargs):
+        start = time.perf_counter()
+        result = func(*args, **kwargs)
+        times[label] = time.perf_counter() - start
+        return result
+
+    row = timed("calibration row without SIP", calibration_row, dataid, paths, config)
+    row = timed("calibration row with the TAN-SIP fit", calibration_row, dataid, paths, config,
+                with_sip=True)  # fmt: skip
+    plan = job.exposure_plan(row, config)
+    ds = read_exposure(paths["calexp"])
+    ny = ds.sizes["y"]
+    planes = timed("read + decompress 3 planes", read_planes, ds)
+    timed("skyCorr, full resolution", background_block, plan.skycorr, 0, ny)
+    timed("c(x, y) on every pixel", plan.photocalib().evaluate_grid, 0, ds.sizes["x"], 0, ny)
+    timed("read + calibrate (512-row blocks)", job._read_calibrated, ds, plan, 512)
+    out = work / "phases.fits"
+    timed("CALEXP metadata + compress + write", job._write_calexp, ds, str(out),
+          (planes[0], planes[1], planes[2]), plan, config)  # fmt: skip
+    out.unlink()
+    print("\none full-size CCD, in process:")
+    for label, seconds in times.items():
+        print(f"  {label:<40} {seconds:>6.2f} s")
+
+
 def bench_codecs(calexp: Path, work: Path) -> None:
     """Write one full CCD's planes with each candidate; check lossless; time it."""
     import fitsio
     from astropy.io import fits
 
-    ds = read_exposure(calexp)
-    path, hdus, ny = ds.attrs["path"], ds.attrs["hdus"], ds.sizes["y"]
-    image = read_rows(path, hdus["image"], 0, ny, "float32")
-    mask = read_rows(path, hdus["mask"], 0, ny, "int32")
-    variance = read_rows(path, hdus["variance"], 0, ny, "float32")
-    planes = (image, mask, variance)
+    planes = read_planes(read_exposure(calexp))
+    image = planes[0]
 
     def astropy_write(out, float_codec, mask_codec):
         hdus_ = [fits.PrimaryHDU()]
@@ -235,7 +273,9 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-exposure-"))
     work.mkdir(parents=True, exist_ok=True)
     source = make_source(work)
-    print(f"{args.cores} single-threaded workers; full-size CCDs (2048 x 4176)")
+    bench_phases(source, work)
+    print(f"\n{args.cores} single-threaded workers; full-size CCDs (2048 x 4176); "
+          f"load average before: {os.getloadavg()[0]:.2f}")  # fmt: skip
     print(f"{'CCDs':>5} {'floor s':>8} {'full s':>8} {'CCD/s/core':>11} {'floor CCD/s/core':>17} "
           f"{'full/floor':>10} {'peak RSS/worker MB (floor, full)':>33}")  # fmt: skip
     for n in args.ccds:
@@ -252,6 +292,7 @@ def main() -> None:
             f"{floor_rate:>17.3f} {ratio:>10.2f} {peaks:>33}"
         )
         shutil.rmtree(repo.root)
+    print(f"load average after: {os.getloadavg()[0]:.2f} (other jobs on the machine skew it all)")
     if args.codecs:
         bench_codecs(source.find("calexp", source.expand([{"tract": 0}])[0]), work)
 

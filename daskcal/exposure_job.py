@@ -209,20 +209,22 @@ def calibrate_rows(
 
 
 def _read_calibrated(ds, plan: ExposurePlan, chunk_rows: int) -> tuple[np.ndarray, ...]:
-    """(image, mask, variance) of a :func:`read_exposure` dataset, calibrated block by block."""
+    """(image, mask, variance) of a :func:`read_exposure` dataset, calibrated in place.
+
+    Each plane is read whole (astropy decompresses a whole plane about twice as fast as
+    row sections), then calibrated ``chunk_rows`` rows at a time, which bounds the float64
+    temporaries: the worker holds about one CCD (3 planes) plus one block.
+    """
     path, hdus, xy0 = ds.attrs["path"], ds.attrs["hdus"], ds.attrs["xy0"]
-    shape = (ds.sizes["y"], ds.sizes["x"])
+    ny = ds.sizes["y"]
     if plan.skycorr:
-        check_skycorr(plan.skycorr, shape)
-    image, variance = np.empty(shape, np.float32), np.empty(shape, np.float32)
-    mask = np.empty(shape, np.int32)
-    for r0 in range(0, shape[0], chunk_rows):
-        r1 = min(r0 + chunk_rows, shape[0])
-        img = read_rows(path, hdus["image"], r0, r1, "float32")
-        var = read_rows(path, hdus["variance"], r0, r1, "float32")
-        image[r0:r1], variance[r0:r1] = calibrate_rows(img, var, plan, xy0, r0)
-        mask[r0:r1] = read_rows(path, hdus["mask"], r0, r1, "int32")
-    return image, mask, variance
+        check_skycorr(plan.skycorr, (ny, ds.sizes["x"]))
+    image = read_rows(path, hdus["image"], 0, ny, "float32")
+    variance = read_rows(path, hdus["variance"], 0, ny, "float32")
+    for r0 in range(0, ny, chunk_rows):
+        rows = slice(r0, min(r0 + chunk_rows, ny))
+        image[rows], variance[rows] = calibrate_rows(image[rows], variance[rows], plan, xy0, r0)
+    return image, read_rows(path, hdus["mask"], 0, ny, "int32"), variance
 
 
 def _write_calexp(ds, out_path: str, planes: tuple, plan: ExposurePlan, config) -> None:
@@ -291,7 +293,7 @@ def calibrate_exposure_ccd(
     doraise : bool
         Raise instead of returning a failed outcome.
     chunk_rows : int
-        Rows read and calibrated at a time.
+        Rows calibrated at a time.
     thumbnail : str
         Where to save its quick-look thumbnail ("" for none).
 

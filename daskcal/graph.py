@@ -106,14 +106,15 @@ def calibrated_exposure(ds: xr.Dataset, plan: ExposurePlan) -> xr.Dataset:
     Parameters
     ----------
     ds : xarray.Dataset
-        ``image``, ``mask``, ``variance`` with dask data, chunked by rows only.
+        ``image``, ``mask``, ``variance`` with dask data (blocks of whole rows; other
+        chunks are merged across columns first).
     plan : ExposurePlan
         From :func:`daskcal.exposure_job.exposure_plan`.
 
     Returns
     -------
     xarray.Dataset
-        Same shape, coords and chunks: image and variance calibrated, mask unchanged.
+        Same shape and coords: image and variance calibrated, mask unchanged.
         Attrs: those of ``ds`` plus ``plan``, ``photocalib`` (the new constant
         PhotoCalib(cbar, sigma_c), or None when not recalibrated), ``cbar``, ``sigma_c``
         (NaN then), ``skywcs`` (AST text of the attached SkyWcs, "" if unchanged) and
@@ -132,6 +133,8 @@ def calibrated_exposure(ds: xr.Dataset, plan: ExposurePlan) -> xr.Dataset:
     if plan.uncalibrated:
         return out
     image, variance = ds["image"].data, ds["variance"].data
+    if len(image.chunks[1]) > 1:  # the kernel works on blocks of whole rows
+        image, variance = image.rechunk({1: -1}), variance.rechunk({1: -1})
     if plan.skycorr:
         check_skycorr(plan.skycorr, image.shape)
     xy0 = tuple(int(v) for v in ds.attrs["xy0"])

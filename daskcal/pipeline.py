@@ -287,7 +287,7 @@ def run_exposure(
     quicklook : bool
         Also write a PNG mosaic per visit (``calibrated/<tract>/quicklook/``).
     chunk_rows : int
-        Rows calibrated at a time in a worker (bounds its memory besides the output).
+        Rows calibrated at a time in a worker (bounds its temporaries; it holds one CCD).
 
     Returns
     -------

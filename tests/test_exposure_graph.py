@@ -220,6 +220,14 @@ def test_every_pixel_follows_the_formula_in_parent_coordinates(synthetic, calib_
     assert list(ds["x"].values[[0, -1]]) == [100, 139] and ds["y"].values[0] == 200
 
 
+def test_blocks_split_across_columns_are_merged_first(synthetic):
+    path, field, skycorr, _ = synthetic
+    plan = ExposurePlan(photo=True, cbar=2.0, field=json.dumps(field.to_dict()), skycorr=skycorr)
+    rows = calibrated_exposure(read_exposure(path, chunk_rows=7), plan).compute()
+    tiles = calibrated_exposure(read_exposure(path, chunk_rows=7).chunk({"x": 9}), plan)
+    np.testing.assert_array_equal(tiles["image"].values, rows["image"].values)
+
+
 def test_sky_only_leaves_the_variance_alone(synthetic):
     path, _, skycorr, (p, _, v) = synthetic
     ds = calibrated_exposure(read_exposure(path), ExposurePlan(skycorr=skycorr)).compute()
