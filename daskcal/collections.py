@@ -148,14 +148,26 @@ def open_exposures(
         datasets.append(ds)
     if not stack:
         return datasets
+    return stack_exposures(datasets)
+
+
+def stack_exposures(datasets: list[xr.Dataset]) -> xr.Dataset:
+    """One Dataset with an ``exposure`` dimension indexed by (visit, ccd).
+
+    The datasets (each with ``attrs["dataid"]``) must share shape and xy0; the stacked
+    attrs keep the mask planes and the list of paths.
+    """
     shapes = {(ds.sizes["y"], ds.sizes["x"], tuple(ds.attrs["xy0"])) for ds in datasets}
     if len(shapes) > 1:
         raise ValueError(f"cannot stack exposures of different shapes/xy0: {sorted(shapes)}")
+    ids = [ds.attrs["dataid"] for ds in datasets]
     stacked = xr.concat([ds.drop_attrs() for ds in datasets], dim="exposure")
     index = pd.MultiIndex.from_arrays(
-        [[d["visit"] for d in full], [d["ccd"] for d in full]], names=("visit", "ccd")
+        [[d["visit"] for d in ids], [d["ccd"] for d in ids]], names=("visit", "ccd")
     )
     stacked = stacked.assign_coords(xr.Coordinates.from_pandas_multiindex(index, "exposure"))
-    stacked.attrs["mask_planes"] = datasets[0].attrs["mask_planes"]
-    stacked.attrs["paths"] = [str(p) for p in paths]
+    stacked.attrs = {
+        "mask_planes": datasets[0].attrs["mask_planes"],
+        "paths": [str(ds.attrs["path"]) for ds in datasets],
+    }
     return stacked

@@ -23,7 +23,7 @@ import xarray as xr
 
 from .calib.table import calibration_table
 from .catalog_job import CalibrationMissing, calibrated_frame
-from .collections import catalogs_from_paths, resolve_ids
+from .collections import catalogs_from_paths, resolve_ids, stack_exposures
 from .config import CalibrateConfig
 from .dataid import format_id
 from .exposure_job import ExposurePlan, calibrate_rows, check_skycorr, exposure_plan
@@ -209,22 +209,9 @@ def calibrated_exposures(
 
 
 def _stack(datasets: list[xr.Dataset]) -> xr.Dataset:
-    shapes = {(ds.sizes["y"], ds.sizes["x"], tuple(ds.attrs["xy0"])) for ds in datasets}
-    if len(shapes) > 1:
-        raise ValueError(f"cannot stack exposures of different shapes/xy0: {sorted(shapes)}")
-    ids = [ds.attrs["dataid"] for ds in datasets]
-    stacked = xr.concat([ds.drop_attrs() for ds in datasets], dim="exposure")
-    index = pd.MultiIndex.from_arrays(
-        [[d["visit"] for d in ids], [d["ccd"] for d in ids]], names=("visit", "ccd")
-    )
-    stacked = stacked.assign_coords(xr.Coordinates.from_pandas_multiindex(index, "exposure"))
-    stacked = stacked.assign_coords(
+    stacked = stack_exposures(datasets).assign_coords(
         cbar=("exposure", [ds.attrs["cbar"] for ds in datasets]),
         sigma_c=("exposure", [ds.attrs["sigma_c"] for ds in datasets]),
     )
-    stacked.attrs = {
-        "mask_planes": datasets[0].attrs["mask_planes"],
-        "paths": [ds.attrs["path"] for ds in datasets],
-        "skywcs": [ds.attrs["skywcs"] for ds in datasets],
-    }
+    stacked.attrs["skywcs"] = [ds.attrs["skywcs"] for ds in datasets]
     return stacked
