@@ -79,8 +79,9 @@ def calibrate_catalog(
     if photocalib is None and skywcs is None:
         return out
     xcol, ycol = slot_centroid_columns(df)
-    x = df[xcol].to_numpy(dtype=float)
-    y = df[ycol].to_numpy(dtype=float)
+    plain = _without_attrs(df)
+    x = plain[xcol].to_numpy(dtype=float)
+    y = plain[ycol].to_numpy(dtype=float)
     if skywcs is not None:
         ra, dec = skywcs.pixel_to_sky_rad(x, y)
         out["coord_ra"] = np.asarray(ra, dtype=float)
@@ -98,15 +99,23 @@ def calibrate_catalog(
     return out
 
 
+def _without_attrs(df: pd.DataFrame) -> pd.DataFrame:
+    """A view of ``df`` whose column access is cheap (pandas deep-copies attrs each time)."""
+    view = df.copy(deep=False)
+    view.attrs = {}
+    return view
+
+
 def _flux_columns(
     df: pd.DataFrame, c: np.ndarray, sigma_c: float, error_rule: str
 ) -> dict[str, np.ndarray]:
     calibrated_flux_columns(df)  # refuses a name clash before computing anything
     new: dict[str, np.ndarray] = {}
+    plain = _without_attrs(df)
     for prefix, (flux_col, err_col) in instflux_columns(df).items():
-        err = df[err_col].to_numpy(dtype=float) if err_col else None
+        err = plain[err_col].to_numpy(dtype=float) if err_col else None
         flux, flux_err, mag, mag_err = calibrate_instflux(
-            df[flux_col].to_numpy(dtype=float), err, c, sigma_c, error_rule
+            plain[flux_col].to_numpy(dtype=float), err, c, sigma_c, error_rule
         )
         new[f"{prefix}_flux"] = np.atleast_1d(flux)
         new[f"{prefix}_mag"] = np.atleast_1d(mag)

@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 
-from .afwtable import Field, FlagField, card_key, decode_columns, make_table_hdu
-from .archive import ArchiveWriter, find_archive_hdu, pristine_copy
+from .afwtable import Field, FlagField, card_key, decode_columns, encode_table, make_table_hdu
+from .archive import ArchiveWriter, find_archive_hdu
 from .atomic import atomic_write
 from .fitsfile import open_fits
 
@@ -155,7 +155,10 @@ def read_catalog(path: str | os.PathLike) -> pd.DataFrame:
     """
     path = str(Path(path).resolve())
     with open_fits(path) as hdul:
-        hdu = hdul[1] if len(hdul) > 1 else hdul[0]
+        try:  # not len(hdul): that parses the header of every archive HDU
+            hdu = hdul[1]
+        except IndexError:
+            hdu = hdul[0]
         if not isinstance(hdu, fits.BinTableHDU):
             raise ValueError(f"{path}: HDU 1 is not an afw table (binary table)")
         columns = decode_columns(hdu)
@@ -200,15 +203,27 @@ def _column_format(name: str, series: pd.Series, info: dict) -> tuple[str, np.nd
     return fmt or "1" + _CODES[values.dtype.str[1:]], values, ccls or "Scalar"
 
 
-def _template_archive(hdul: fits.HDUList) -> list:
-    """The archive HDUs of a template (index to the end), as pristine copies.
+def _raw_hdus(hdul: fits.HDUList, first: int, last: int) -> bytes:
+    """HDUs ``first`` to ``last`` of an open file, byte for byte."""
+    start, end = hdul.fileinfo(first), hdul.fileinfo(last)
+    source = start["file"]
+    position = source.tell()
+    try:
+        source.seek(start["hdrLoc"])
+        return source.read(end["datLoc"] + end["datSpan"] - start["hdrLoc"])
+    finally:
+        source.seek(position)
+
+
+def _template_archive(hdul: fits.HDUList) -> bytes:
+    """The archive HDUs of a template (index to the end), byte for byte.
 
     Without ``AR_HDU`` afw looks for the archive right after the table (ExposureCatalogs).
     """
     first = find_archive_hdu(hdul)
     if first is None or first < 2:
-        return []
-    return [pristine_copy(hdul[i]) for i in range(first, len(hdul))]
+        return b""
+    return _raw_hdus(hdul, first, len(hdul) - 1)
 
 
 def _merge_info(attrs: dict, template: dict | None) -> dict:
@@ -223,12 +238,10 @@ def _merge_info(attrs: dict, template: dict | None) -> dict:
     return out
 
 
-def _table_hdu(
-    df: pd.DataFrame, info: dict, has_archive: bool, footprint: np.ndarray | None
-) -> fits.BinTableHDU:
-    """The afw table HDU: flags packed first (file order, new ones appended), then the
-    fields in ``df`` order, then ``footprint`` (afw adds it last when writing a
-    SourceCatalog)."""
+def _table_parts(df: pd.DataFrame, info: dict, footprint: np.ndarray | None) -> tuple:
+    """Fields, values, flags and flag values of the afw table: flags packed first (file
+    order, new ones appended), then the fields in ``df`` order, then ``footprint`` (afw
+    adds it last when writing a SourceCatalog)."""
     df = df.copy(deep=False)
     df.attrs = {}  # pandas deep-copies attrs on every column access
     bools = {c for c, dtype in df.dtypes.items() if pd.api.types.is_bool_dtype(dtype)}
@@ -249,20 +262,21 @@ def _table_hdu(
         columns["footprint"] = footprint
     flags = [FlagField(f, info["flag_docs"].get(f, "")) for f in flag_order]
     values = {f: df[f].to_numpy(dtype=bool) for f in flag_order}
-    hdu = make_table_hdu(fields, columns, flags, values, nrows=len(df))
-    header = hdu.header
-    for alias, target in info["aliases"].items():
-        header.append(("ALIAS", f"{alias}:{target}"), end=True)
-    for key, value, comment in info["metadata"]:
-        header.append(_fitting_card(key, value, comment), end=True)
+    return fields, columns, flags, values
+
+
+def _table_cards(info: dict, has_archive: bool) -> list[fits.Card]:
+    """The cards after the schema: aliases, metadata, archive pointer, afw version/type."""
+    cards = [fits.Card("ALIAS", f"{alias}:{target}") for alias, target in info["aliases"].items()]
+    cards += [_fitting_card(key, value, comment) for key, value, comment in info["metadata"]]
     if has_archive:
-        header["AR_HDU"] = (3, "HDU (1-indexed) containing the archive index")
-    header["HIERARCH AFW_TABLE_VERSION"] = int(info["table_version"])
+        cards.append(fits.Card("AR_HDU", 3, "HDU (1-indexed) containing the archive index"))
+    cards.append(fits.Card("HIERARCH AFW_TABLE_VERSION", int(info["table_version"])))
     if info.get("afw_type"):
         kind = str(info["afw_type"]).capitalize()
         comment = f"Tells lsst::afw to load this as a {kind} table."
-        header.append(_fitting_card("AFW_TYPE", kind.upper(), comment), end=True)
-    return hdu
+        cards.append(_fitting_card("AFW_TYPE", kind.upper(), comment))
+    return cards
 
 
 def _fitting_card(key: str, value, comment: str) -> fits.Card:
@@ -317,20 +331,49 @@ def write_catalog(
                     f"{template}: {len(footprint)} footprints for {len(df)} rows; "
                     "keep the 'footprint' column when selecting rows"
                 )
-        primary = hdul[0].header.copy()
+        primary = _raw_hdus(hdul, 0, 0)
         return _write(path, df, info, primary, _template_archive(hdul), footprint)
 
 
 def _write(
-    path, df: pd.DataFrame, info: dict, primary: fits.Header, archive: list, footprint=None
+    path,
+    df: pd.DataFrame,
+    info: dict,
+    primary: fits.Header | bytes,
+    archive: list | bytes,
+    footprint=None,
 ) -> Path:
+    """Primary HDU, table, archive to ``path``; ``bytes`` are HDUs copied from a template."""
     if footprint is None and info.get("afw_type") == "SOURCE" and "footprint" not in df:
         footprint = np.zeros(len(df), dtype=np.int32)
-    table = _table_hdu(df, info, bool(archive), footprint)
-    hdus = [fits.PrimaryHDU(header=primary), table, *archive]
-    with atomic_write(path) as tmp:
-        fits.HDUList(hdus).writeto(tmp)
+    fields, columns, flags, values = _table_parts(df, info, footprint)
+    cards = _table_cards(info, bool(archive))
+    table = encode_table(fields, columns, flags, values, len(df), cards)
+    if table is None or not isinstance(primary, bytes) or not isinstance(archive, bytes):
+        hdu = make_table_hdu(fields, columns, flags, values, nrows=len(df))
+        for card in cards:
+            hdu.header.append(card, end=True)
+        hdus = [_primary_hdu(primary), hdu, *_hdu_list(archive)]
+        with atomic_write(path) as tmp:
+            fits.HDUList(hdus).writeto(tmp)
+        return Path(path)
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        f.write(primary)
+        f.write(table)
+        f.write(archive)
     return Path(path)
+
+
+def _primary_hdu(primary: fits.Header | bytes) -> fits.PrimaryHDU:
+    if isinstance(primary, bytes):
+        return fits.PrimaryHDU.fromstring(primary)
+    return fits.PrimaryHDU(header=primary)
+
+
+def _hdu_list(archive: list | bytes) -> list:
+    if isinstance(archive, bytes):
+        return list(fits.HDUList.fromstring(archive)) if archive else []
+    return archive
 
 
 def resolve_alias(name: str, aliases: dict[str, str], max_steps: int = 64) -> str:
@@ -408,8 +451,8 @@ def instflux_columns(df: pd.DataFrame) -> dict[str, tuple[str, str | None]]:
     version = int(df.attrs.get("table_version", 3))
     units = df.attrs.get("units", {})
     modern = {}
-    for col in df.columns:
-        if not pd.api.types.is_bool_dtype(df[col].dtype):
+    for col, dtype in df.dtypes.items():  # not df[col]: pandas deep-copies attrs per column
+        if not pd.api.types.is_bool_dtype(dtype):
             modern[_modern_name(col, units.get(col, ""), version)] = col
     out = {}
     for name in sorted(modern):
