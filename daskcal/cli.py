@@ -333,6 +333,44 @@ def _run_demo(args: argparse.Namespace) -> int:
     return args.func(args)
 
 
+def _hats_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("repo", metavar="REPO", help="repository root (with _mapper)")
+    parser.add_argument("--rerun", help="the rerun whose calibrated/parquet/src is read")
+    parser.add_argument("--output", metavar="DIR", help="default: RERUN/calibrated/hats")
+    parser.add_argument("--name", default="calsrc", help="catalog name: the folder DIR/NAME")
+    parser.add_argument("--order", type=_order, help="HEALPix order (default: from --max-rows)")
+    parser.add_argument("--max-rows", type=_positive, default=1_000_000, help="rows per file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing catalog")
+
+
+def _order(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 29:
+        raise ValueError(text)
+    return value
+
+
+def run_hats_command(args: argparse.Namespace) -> int:
+    """``daskcal hats``: the rerun's Parquet catalog as a HATS catalog for LSDB."""
+    from .hats_job import write_rerun_hats
+
+    repo = Repository(args.repo, rerun=args.rerun)
+    try:
+        s = write_rerun_hats(
+            repo, output=args.output, name=args.name, order=args.order,
+            max_rows_per_pixel=args.max_rows, overwrite=args.overwrite,
+        )  # fmt: skip
+    except FileExistsError as err:
+        print(f"daskcal: error: {err} (give --overwrite to replace it)", file=sys.stderr)
+        return 2
+    except ValueError as err:  # the data: incompatible schemas, no valid ra/dec
+        print(f"daskcal: error: {err}", file=sys.stderr)
+        return 1
+    print(f"{s.path}: {s.n_rows} rows in {s.n_pixels} files at order {s.order}, {s.dropped} "
+          "rows without valid ra/dec left out")  # fmt: skip
+    return 0
+
+
 #: The subcommands, in the order ``daskcal --help`` lists them.
 COMMANDS: tuple[Command, ...] = (
     Command("info", "what exists in a repository for some data ids", _info_arguments, run_info),
@@ -348,6 +386,12 @@ COMMANDS: tuple[Command, ...] = (
         "calibrateCatalog: apply jointcal/FGCM calibrations to src catalogs",
         _calibrate_arguments,
         run_catalog_command,
+    ),
+    Command(
+        "hats",
+        "a rerun's Parquet catalog as a HATS catalog (LSDB)",
+        _hats_arguments,
+        run_hats_command,
     ),
 )
 
