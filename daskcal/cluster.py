@@ -71,23 +71,36 @@ def walltime(seconds_per_id: float, n_ids: int, workers: int) -> str:
     return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
+def _seconds(hms: str) -> int:
+    """Seconds of a ``[[HH:]MM:]SS`` walltime."""
+    total = 0
+    for part in str(hms).split(":"):
+        total = 60 * total + int(part)
+    return total
+
+
 def make_jobqueue_cluster(opts: ExecutionOptions, n_ids: int = 1):
     """A dask-jobqueue PBSCluster/SLURMCluster: ``opts.cores`` workers per job.
 
-    Site settings (queue, account, memory, interface, job_directives_skip, ...) are read
-    by dask-jobqueue from its YAML config (``~/.config/dask/jobqueue.yaml``); only what
-    the command line decides is passed here. The workers run this Python.
+    Site settings (queue, account, memory, interface, job_directives_skip, python, ...)
+    are read by dask-jobqueue from its YAML config (``~/.config/dask/jobqueue.yaml``);
+    only what the command line decides is passed here. The walltime follows ``--time``
+    but never exceeds a walltime the site configured (the queue's limit); without a
+    ``python`` in the config, the workers run this Python.
     """
     import dask_jobqueue
 
     cls = {"pbs": dask_jobqueue.PBSCluster, "slurm": dask_jobqueue.SLURMCluster}[opts.batch_type]
     section = f"jobqueue.{opts.batch_type}"
+    wanted = walltime(opts.time, n_ids, opts.cores * opts.nodes)
+    limit = dask.config.get(f"{section}.walltime", None)
     kwargs = {
         "cores": opts.cores,
         "processes": opts.cores,
-        "walltime": walltime(opts.time, n_ids, opts.cores * opts.nodes),
-        "python": sys.executable,
+        "walltime": limit if limit and _seconds(limit) < _seconds(wanted) else wanted,
     }
+    if dask.config.get(f"{section}.python", None) is None:
+        kwargs["python"] = sys.executable
     if dask.config.get(f"{section}.memory", None) is None:
         kwargs["memory"] = f"{4 * opts.cores}GB"
     if opts.job:
@@ -115,7 +128,9 @@ def dask_client(opts: ExecutionOptions, n_ids: int = 1) -> Iterator[object | Non
         )
     else:
         cluster = make_jobqueue_cluster(opts, n_ids)
-        cluster.scale(jobs=opts.nodes)
+        # adaptive, not scale(): a job that ends (worker --lifetime before the walltime,
+        # a lost node) is replaced, as dask-jobqueue recommends
+        cluster.adapt(minimum_jobs=opts.nodes, maximum_jobs=opts.nodes)
     with cluster, Client(cluster) as client:
         log.info("dashboard: %s", client.dashboard_link)
         yield client

@@ -372,3 +372,16 @@ def test_kubernetes_daskcluster():
         assert mounts == {"data": "/data"} and set(claims) == {"data"}
         assert pod["securityContext"]["runAsNonRoot"] is True
     assert f"--scheduler tcp://{name}-scheduler:8786" in path.read_text()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_walltime_never_exceeds_the_sites_and_yaml_python_is_used(kind, tmp_path, monkeypatch):
+    """A long --time is capped at the YAML walltime (the queue's limit); `python` is kept."""
+    monkeypatch.chdir(tmp_path)
+    sec = section(kind)
+    opts = ExecutionOptions(batch_type=kind, cores=2, nodes=1, time=3600, job="long")
+    assert walltime(3600, 1000, 2) > sec["walltime"]
+    with deploy_config(kind):
+        script = job_script(lambda: make_jobqueue_cluster(opts, n_ids=1000))
+    assert sec["walltime"] in script
+    assert script.splitlines()[-1].startswith(f"{sec['python']} -m distributed.cli.dask_worker")
