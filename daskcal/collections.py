@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from .dataid import DataIdError, format_id
 from .io.catalog import catalog_meta, read_catalog
 from .io.exposure import read_exposure
 from .repo import Repository
+from .skycoords import SKY_COORDS, drop_sky_coords, sky_coord_arrays
 
 __all__ = [
     "ID_COLUMNS",
@@ -129,7 +131,7 @@ def open_exposures(
         Data ids (all data when None).
     stack : bool
         Return one Dataset with an ``exposure`` dimension indexed by (visit, ccd); all
-        exposures must then share shape and xy0.
+        exposures must then share shape and xy0 (see :func:`stack_exposures`).
     chunk_rows : int
         Rows per dask block.
     dataset : str
@@ -138,7 +140,8 @@ def open_exposures(
     Returns
     -------
     list of xarray.Dataset or xarray.Dataset
-        One Dataset per CCD (``attrs["dataid"]`` says which), or the stacked Dataset.
+        One Dataset per CCD (``attrs["dataid"]`` says which; lazy ``ra``/``dec`` coords
+        from the file's SkyWcs, see :func:`daskcal.read_exposure`), or the stacked Dataset.
     """
     full, paths = resolve_ids(repo, ids, dataset)
     datasets = []
@@ -155,13 +158,25 @@ def stack_exposures(datasets: list[xr.Dataset]) -> xr.Dataset:
     """One Dataset with an ``exposure`` dimension indexed by (visit, ccd).
 
     The datasets (each with ``attrs["dataid"]``) must share shape and xy0; the stacked
-    attrs keep the mask planes and the list of paths.
+    attrs keep the mask planes and the list of paths. The sky coordinates differ from one
+    exposure to the next, so they cannot share one index: when every dataset has
+    ``ra``/``dec``, the stack carries them as (``exposure``, ``y``, ``x``) dask arrays
+    chunked like the image (:func:`daskcal.skycoords.sky_coord_arrays`, evaluated only
+    when computed); otherwise it has none.
     """
     shapes = {(ds.sizes["y"], ds.sizes["x"], tuple(ds.attrs["xy0"])) for ds in datasets}
     if len(shapes) > 1:
         raise ValueError(f"cannot stack exposures of different shapes/xy0: {sorted(shapes)}")
     ids = [ds.attrs["dataid"] for ds in datasets]
-    stacked = xr.concat([ds.drop_attrs() for ds in datasets], dim="exposure")
+    sky = [sky_coord_arrays(ds) for ds in datasets]
+    stacked = xr.concat([drop_sky_coords(ds).drop_attrs() for ds in datasets], dim="exposure")
+    if all(pair is not None for pair in sky):
+        stacked = stacked.assign_coords(
+            {
+                name: (("exposure", "y", "x"), da.stack([pair[k] for pair in sky]))
+                for k, name in enumerate(SKY_COORDS)
+            }
+        )
     index = pd.MultiIndex.from_arrays(
         [[d["visit"] for d in ids], [d["ccd"] for d in ids]], names=("visit", "ccd")
     )

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .calib.skywcs import SkyWcs
 from .calib.table import calibration_table
 from .catalog_job import CalibrationMissing, calibrated_frame
 from .collections import catalogs_from_paths, resolve_ids, stack_exposures
@@ -29,6 +30,7 @@ from .dataid import format_id
 from .exposure_job import ExposurePlan, calibrate_rows, check_skycorr, exposure_plan
 from .io.exposure import read_exposure
 from .repo import Repository
+from .skycoords import with_sky_coords
 
 __all__ = ["calibrated_catalogs", "calibrated_exposure", "calibrated_exposures"]
 
@@ -114,10 +116,12 @@ def calibrated_exposure(ds: xr.Dataset, plan: ExposurePlan) -> xr.Dataset:
     Returns
     -------
     xarray.Dataset
-        Same shape and coords: image and variance calibrated, mask unchanged.
-        Attrs: those of ``ds`` plus ``plan``, ``photocalib`` (the new constant
-        PhotoCalib(cbar, sigma_c), or None when not recalibrated), ``cbar``, ``sigma_c``
-        (NaN then), ``skywcs`` (AST text of the attached SkyWcs, "" if unchanged) and
+        Same shape and coords: image and variance calibrated, mask unchanged; with a
+        SkyWcs in the plan (``doApplyExternalSkyWcs``), lazy ``ra``/``dec`` coords from
+        it replace the calexp's (:func:`daskcal.skycoords.with_sky_coords`). Attrs: those
+        of ``ds`` plus ``plan``, ``photocalib`` (the new constant PhotoCalib(cbar,
+        sigma_c), or None when not recalibrated), ``cbar``, ``sigma_c`` (NaN then),
+        ``skywcs`` (AST text of the attached SkyWcs, "" if unchanged) and
         ``uncalibrated`` (why nothing was applied, flag mode).
     """
     out = ds.copy()
@@ -130,6 +134,8 @@ def calibrated_exposure(ds: xr.Dataset, plan: ExposurePlan) -> xr.Dataset:
         skywcs=plan.wcs_ast,
         uncalibrated=plan.uncalibrated,
     )
+    if plan.wcs_ast:
+        out = with_sky_coords(out, SkyWcs(plan.wcs_ast))
     if plan.uncalibrated:
         return out
     image, variance = ds["image"].data, ds["variance"].data
@@ -175,7 +181,9 @@ def calibrated_exposures(
         hscPipe 8 defaults when None.
     stack : bool
         One Dataset with an ``exposure`` dimension indexed by (visit, ccd), ``cbar`` and
-        ``sigma_c`` as coords along it; the exposures must share shape and xy0.
+        ``sigma_c`` as coords along it, ``ra``/``dec`` as dask arrays
+        (:func:`daskcal.collections.stack_exposures`); the exposures must share shape and
+        xy0.
     chunk_rows : int
         Rows per dask block (one read task per plane and one calibration task each).
     table : pandas.DataFrame, optional

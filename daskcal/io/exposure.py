@@ -7,7 +7,9 @@ components), then IMAGE (float32), MASK (int32, ``MP_<PLANE>`` bit cards; old fi
 Reading opens headers only. Each pixel block is one task that receives plain values
 (path, HDU index, rows) and opens the file by name on whichever worker runs it; for a
 compressed HDU, astropy's ``section`` decompresses only the tiles it needs. The archive
-travels as an :class:`ArchiveHandle`, which pickles as the file name.
+travels as an :class:`ArchiveHandle`, which pickles as the file name. An exposure whose
+primary header names a SkyWcs gets lazy ``ra``/``dec`` coordinates (:mod:`daskcal.skycoords`)
+that read it from the file only when first evaluated.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import xarray as xr
 from astropy.io import fits
 from dask.base import tokenize
 
+from ..calib.skywcs import _ID_KEYS as _SKYWCS_ID_KEYS
+from ..skycoords import with_sky_coords
 from .afwtable import card_key
 from .archive import Archive, read_archive
 from .atomic import atomic_write
@@ -163,7 +167,10 @@ def read_exposure(path: str | os.PathLike, chunk_rows: int = 512) -> xr.Dataset:
     -------
     xarray.Dataset
         Data variables ``image`` (float32), ``mask`` (int32), ``variance`` (float32) on
-        dims (``y``, ``x``) with integer PARENT-pixel coords (``x0 + i``). Attributes:
+        dims (``y``, ``x``) with integer PARENT-pixel coords (``x0 + i``) and, when the
+        primary header names a SkyWcs (``SKYWCS_ID`` / ``ARCHIVE_ID_SKYWCS``), lazy 2-D
+        ``ra``/``dec`` coords in degrees (:func:`daskcal.skycoords.with_sky_coords`; the
+        SkyWcs is read from the archive when they are first evaluated). Attributes:
         ``path``, ``xy0`` (x0, y0), ``mask_planes`` (name -> bit), ``header`` (primary
         astropy Header), ``plane_headers`` (plane -> Header), ``hdus`` (plane -> 0-based
         HDU index) and ``archive`` (an :class:`ArchiveHandle`, or None without archive).
@@ -192,7 +199,10 @@ def read_exposure(path: str | os.PathLike, chunk_rows: int = 512) -> xr.Dataset:
         "hdus": hdus,
         "archive": ArchiveHandle(path) if has_archive else None,
     }
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+    ds = xr.Dataset(data, coords=coords, attrs=attrs)
+    if has_archive and any(key in primary for key in _SKYWCS_ID_KEYS):
+        ds = with_sky_coords(ds, path)
+    return ds
 
 
 def _primary_hdu(header: fits.Header | None, ar_hdu: int | None) -> fits.PrimaryHDU:
@@ -313,7 +323,8 @@ def write_exposure_dataset(
     """Write a dataset shaped like :func:`read_exposure`'s output.
 
     The three planes are computed together (one dask pass); xy0 comes from the ``x``
-    and ``y`` coords, header, mask planes and plane headers from ``ds.attrs``.
+    and ``y`` coords, header, mask planes and plane headers from ``ds.attrs``; other
+    coords (``ra``/``dec``) are ignored (the archive and headers carry the WCS).
     """
     image, mask, variance = dask.compute(*(ds[p].data for p in PLANES))
     xy0 = (int(ds["x"].values[0]), int(ds["y"].values[0]))
