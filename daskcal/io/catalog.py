@@ -205,7 +205,8 @@ def _column_format(name: str, series: pd.Series, info: dict) -> tuple[str, np.nd
 
 def _raw_hdus(hdul: fits.HDUList, first: int, last: int) -> bytes:
     """HDUs ``first`` to ``last`` of an open file, byte for byte."""
-    start, end = hdul.fileinfo(first), hdul.fileinfo(last)
+    # the HDUs' own fileinfo(): HDUList.fileinfo() re-serialises every header first
+    start, end = hdul[first].fileinfo(), hdul[last].fileinfo()
     source = start["file"]
     position = source.tell()
     try:
