@@ -18,6 +18,10 @@ from dataclasses import dataclass
 
 import dask
 
+# imported here, not on first use: dask-jobqueue registers its config defaults at import,
+# and an import inside a user's `with dask.config.set(...)` block would lose them on exit
+import dask_jobqueue
+
 __all__ = ["ExecutionOptions", "dask_client", "make_jobqueue_cluster", "walltime"]
 
 log = logging.getLogger("daskcal")
@@ -88,8 +92,6 @@ def make_jobqueue_cluster(opts: ExecutionOptions, n_ids: int = 1):
     but never exceeds a walltime the site configured (the queue's limit); without a
     ``python`` in the config, the workers run this Python.
     """
-    import dask_jobqueue
-
     cls = {"pbs": dask_jobqueue.PBSCluster, "slurm": dask_jobqueue.SLURMCluster}[opts.batch_type]
     section = f"jobqueue.{opts.batch_type}"
     wanted = walltime(opts.time, n_ids, opts.cores * opts.nodes)

@@ -24,10 +24,11 @@ import xarray as xr
 from .calib.skywcs import SkyWcs
 from .calib.table import calibration_table
 from .catalog_job import CalibrationMissing, calibrated_frame
-from .collections import catalogs_from_paths, resolve_ids, stack_exposures
+from .collections import resolve_ids, stack_exposures, with_ids
 from .config import CalibrateConfig
 from .dataid import format_id
 from .exposure_job import ExposurePlan, calibrate_rows, check_skycorr, exposure_plan
+from .io.catalog import catalog_meta, read_catalog
 from .io.exposure import read_exposure
 from .repo import Repository
 from .skycoords import with_sky_coords
@@ -35,19 +36,14 @@ from .skycoords import with_sky_coords
 __all__ = ["calibrated_catalogs", "calibrated_exposure", "calibrated_exposures"]
 
 
-def _row_frame(row: dict[str, Any]) -> pd.DataFrame:
-    return pd.DataFrame([row])
-
-
-def _calibrate_partition(
-    df: pd.DataFrame, row: pd.DataFrame, config: CalibrateConfig
+def _calibrated_partition(
+    path: str, dataid: dict[str, Any], row: dict[str, Any], config: CalibrateConfig
 ) -> pd.DataFrame:
-    record = row.iloc[0].to_dict()
+    """One CCD: read its src, add the id columns, apply its calibration-table row."""
     try:
-        return calibrated_frame(df, record, config)
+        return calibrated_frame(with_ids(read_catalog(path), dataid), row, config)
     except CalibrationMissing as err:
-        ids = {k: record[k] for k in ("visit", "ccd", "tract")}
-        raise CalibrationMissing(f"{format_id(ids)}: {err}") from None
+        raise CalibrationMissing(f"{format_id(dataid)}: {err}") from None
 
 
 def calibrated_catalogs(
@@ -79,14 +75,22 @@ def calibrated_catalogs(
     """
     config = config or CalibrateConfig()
     full, paths = resolve_ids(repo, ids, "src", require_tract=True)
-    catalogs = catalogs_from_paths(full, paths)
     if table is None:
         table = calibration_table(repo, full, config)
-    rows = dd.from_map(_row_frame, table.to_dict("records"), meta=table.iloc[:0])
-    meta_row = {**table.iloc[0].to_dict(), "missing": "", "errors": ""}
-    meta = calibrated_frame(catalogs._meta, meta_row, config)
-    return catalogs.map_partitions(
-        _calibrate_partition, rows, config, meta=meta, align_dataframes=False
+    rows = table.to_dict("records")
+    meta_row = {**rows[0], "missing": "", "errors": ""}
+    meta = calibrated_frame(with_ids(catalog_meta(paths[0]), full[0]), meta_row, config)
+    # one from_map over (file, id, row), so that the partitions of every expression built
+    # on it are known to be aligned (two zipped collections would be re-aligned by index)
+    return dd.from_map(
+        _calibrated_partition,
+        [str(p) for p in paths],
+        full,
+        rows,
+        args=[config],
+        meta=meta,
+        label="calibrate-src",
+        enforce_metadata=False,
     )
 
 

@@ -278,3 +278,19 @@ def test_a_killed_run_leaves_no_partial_output(real_dir, tmp_path):
         assert len(read_catalog(path)) == 771
     assert main(cmd[3:]) == 0
     assert len(list(calibrated.rglob("CALSRC-*.fits"))) == 40
+
+
+def test_lazy_calibrated_catalogs_take_masks_and_selections(repo_root):
+    """Boolean masks keep each CCD's rows with its own CCD (partitions stay aligned)."""
+    run(repo_root)
+    repo = Repository(repo_root, rerun="sf")
+    ids = [{"visit": VISIT, "ccd": ccd, "tract": TRACT} for ccd in (37, 90)]
+    ddf = calibrated_catalogs(repo, ids, CalibrateConfig(externalPhotoCalibName="jointcal"))
+    assert ddf.npartitions == 2
+    whole = ddf.compute()
+    kept = ddf[~ddf.sky_source][["ccd", "id", "base_PsfFlux_mag"]].compute()
+    expected = whole[~whole.sky_source][["ccd", "id", "base_PsfFlux_mag"]]
+    pd.testing.assert_frame_equal(kept, expected)
+    sizes = ddf[ddf.base_PsfFlux_mag < 22].groupby("ccd").size().compute().sort_index()
+    bright = whole[whole.base_PsfFlux_mag < 22].groupby("ccd").size().sort_index()
+    pd.testing.assert_series_equal(sizes, bright, check_names=False)
