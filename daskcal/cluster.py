@@ -9,18 +9,21 @@ ADDRESS`` connects to a running scheduler. The science code never sees which.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import dask
 
 # imported here, not on first use: dask-jobqueue registers its config defaults at import,
 # and an import inside a user's `with dask.config.set(...)` block would lose them on exit
 import dask_jobqueue
+import yaml
 
 __all__ = ["ExecutionOptions", "dask_client", "make_jobqueue_cluster", "walltime"]
 
@@ -83,6 +86,18 @@ def _seconds(hms: str) -> int:
     return total
 
 
+@functools.cache
+def _packaged_defaults() -> dict:
+    path = Path(dask_jobqueue.__file__).with_name("jobqueue.yaml")
+    return yaml.safe_load(path.read_text())["jobqueue"]
+
+
+def _site_setting(kind: str, key: str):
+    """A jobqueue setting the site configured: None when it is dask-jobqueue's own default."""
+    value = dask.config.get(f"jobqueue.{kind}.{key}", None)
+    return None if value == _packaged_defaults().get(kind, {}).get(key) else value
+
+
 def make_jobqueue_cluster(opts: ExecutionOptions, n_ids: int = 1):
     """A dask-jobqueue PBSCluster/SLURMCluster: ``opts.cores`` workers per job.
 
@@ -95,7 +110,7 @@ def make_jobqueue_cluster(opts: ExecutionOptions, n_ids: int = 1):
     cls = {"pbs": dask_jobqueue.PBSCluster, "slurm": dask_jobqueue.SLURMCluster}[opts.batch_type]
     section = f"jobqueue.{opts.batch_type}"
     wanted = walltime(opts.time, n_ids, opts.cores * opts.nodes)
-    limit = dask.config.get(f"{section}.walltime", None)
+    limit = _site_setting(opts.batch_type, "walltime")
     kwargs = {
         "cores": opts.cores,
         "processes": opts.cores,

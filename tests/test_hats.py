@@ -139,6 +139,7 @@ def test_cli_writes_the_rerun_catalog_and_refuses_to_overwrite(demo, rows, capsy
     assert err.startswith("daskcal: error: ") and "exists" in err and err.count("\n") == 1
     assert (path / "hats.properties").read_text() == before
     assert main([*base, "--overwrite", "--order", "10"]) == 0
+    assert "1 rows without valid ra/dec left out" in capsys.readouterr().err
     assert PartitionInfo.read_from_dir(path).get_highest_order() == 10
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
     assert main(["hats", str(demo), "--rerun", "demo"]) == 2
