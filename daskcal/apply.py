@@ -136,6 +136,9 @@ def _doc(name: str) -> str:
     return f"{what} from {prefix}_instFlux"
 
 
+_CHUNK_PIXELS = 16384  # float64 scratch of 128 kB per array: in cache
+
+
 def calibrate_image_block(
     image: np.ndarray,
     variance: np.ndarray,
@@ -146,6 +149,7 @@ def calibrate_image_block(
     sky: np.ndarray | float = 0.0,
     include_calib_var: bool = False,
     fix_zero_variance: bool = False,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Calibrate one block of an exposure (SPEC section 5, hscPipe 8 order).
 
@@ -167,18 +171,51 @@ def calibrate_image_block(
         The skyCorr image over the block, subtracted after the rescaling.
     include_calib_var, fix_zero_variance : bool
         See :class:`daskcal.config.CalibrateConfig`.
+    out : (numpy.ndarray, numpy.ndarray), optional
+        Float32 arrays of the block's shape for the results; they may be ``image`` and
+        ``variance`` themselves (calibrated in place).
 
     Returns
     -------
     (numpy.ndarray, numpy.ndarray)
         The calibrated image and variance, float32.
     """
-    scale = np.asarray(c, dtype=np.float64) / cbar
-    p = image.astype(np.float64)
-    new_var = variance * scale**2
-    if include_calib_var:
-        new_var = new_var + (p * sigma_c / cbar) ** 2
-    if not fix_zero_variance:
-        new_var = np.where(p == 0, np.nan, new_var)
-    new_image = p * scale - sky
-    return new_image.astype(np.float32), new_var.astype(np.float32)
+    image, variance = np.asarray(image), np.asarray(variance)
+    if out is None:
+        out = (np.empty(image.shape, np.float32), np.empty(image.shape, np.float32))
+    shape = image.shape
+    c, sky = (
+        a if a.ndim == 0 else np.broadcast_to(a, shape)
+        for a in (np.asarray(c, dtype=np.float64), np.asarray(sky))
+    )
+    if image.ndim != 2:  # no rows to chunk: one chunk of the flattened block
+        image, variance, out = (
+            image.reshape(1, -1),
+            variance.reshape(1, -1),
+            [o.reshape(1, -1) for o in out],
+        )
+        c, sky = (a if a.ndim == 0 else a.reshape(1, -1) for a in (c, sky))
+    # float64 scratch for a few rows at a time: every step stays in the CPU cache and a
+    # block allocates nothing large (fresh pages cost more than the arithmetic)
+    rows = max(1, _CHUNK_PIXELS // max(image.shape[1], 1))
+    scratch = np.empty((4, min(rows, image.shape[0]), image.shape[1]))
+    for r0 in range(0, image.shape[0], rows):
+        part = slice(r0, r0 + rows)
+        n = len(image[part])
+        p, scale, var, term = scratch[:, :n]
+        np.copyto(p, image[part])
+        np.divide(c if c.ndim == 0 else c[part], np.float64(cbar), out=scale)
+        np.multiply(scale, scale, out=var)
+        np.multiply(variance[part], var, out=var)
+        if include_calib_var:
+            np.multiply(p, np.float64(sigma_c), out=term)
+            np.divide(term, np.float64(cbar), out=term)
+            np.multiply(term, term, out=term)
+            np.add(var, term, out=var)
+        if not fix_zero_variance:
+            np.copyto(var, np.nan, where=p == 0)
+        np.copyto(out[1][part], var, casting="same_kind")
+        np.multiply(p, scale, out=p)
+        np.subtract(p, sky if sky.ndim == 0 else sky[part], out=p)
+        np.copyto(out[0][part], p, casting="same_kind")
+    return out[0].reshape(shape), out[1].reshape(shape)

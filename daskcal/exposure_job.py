@@ -179,8 +179,11 @@ def calibrate_rows(
     plan: ExposurePlan,
     xy0: tuple[int, int],
     row0: int,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Calibrate rows ``row0 .. row0 + len(image)`` of a CCD whose pixel (0, 0) is at ``xy0``.
+
+    ``out``: float32 arrays for the results (they may be ``image`` and ``variance``).
 
     Returns
     -------
@@ -189,12 +192,18 @@ def calibrate_rows(
         into blocks.
     """
     if plan.uncalibrated:
-        return np.array(image, np.float32), np.array(variance, np.float32)
+        if out is None:
+            return np.array(image, np.float32), np.array(variance, np.float32)
+        np.copyto(out[0], image)
+        np.copyto(out[1], variance)
+        return out
     ny, nx = image.shape
     sky = background_block(plan.skycorr, row0, row0 + ny) if plan.skycorr else 0.0
     pc = plan.photocalib()
     if pc is None:  # sky only: hscPipe never calls calibrateImage, so no NaN variance
-        return calibrate_image_block(image, variance, 1.0, 1.0, sky=sky, fix_zero_variance=True)
+        return calibrate_image_block(
+            image, variance, 1.0, 1.0, sky=sky, fix_zero_variance=True, out=out
+        )
     x0, y0 = int(xy0[0]), int(xy0[1]) + row0
     return calibrate_image_block(
         image,
@@ -205,6 +214,7 @@ def calibrate_rows(
         sky=sky,
         include_calib_var=plan.include_calib_var,
         fix_zero_variance=plan.fix_zero_variance,
+        out=out,
     )
 
 
@@ -223,7 +233,9 @@ def _read_calibrated(ds, plan: ExposurePlan, chunk_rows: int) -> tuple[np.ndarra
     variance = read_rows(path, hdus["variance"], 0, ny, "float32")
     for r0 in range(0, ny, chunk_rows):
         rows = slice(r0, min(r0 + chunk_rows, ny))
-        image[rows], variance[rows] = calibrate_rows(image[rows], variance[rows], plan, xy0, r0)
+        calibrate_rows(
+            image[rows], variance[rows], plan, xy0, r0, out=(image[rows], variance[rows])
+        )
     return image, read_rows(path, hdus["mask"], 0, ny, "int32"), variance
 
 

@@ -397,9 +397,12 @@ class BackgroundList:
             raise ValueError(f"block [{x0}:{x1}, {y0}:{y1}] is outside {width} x {height}")
         if x0 == x1 or y0 == y1:  # dask may probe with empty blocks
             return np.zeros((y1 - y0, x1 - x0), dtype)
-        total = self.entries[0].evaluate(x0, x1, y0, y1).astype(dtype)
-        for entry in self.entries[1:]:
-            total += entry.evaluate(x0, x1, y0, y1).astype(dtype)
+        total = np.empty((y1 - y0, x1 - x0), dtype)
+        np.copyto(total, self.entries[0].evaluate(x0, x1, y0, y1), casting="same_kind")
+        rounded = np.empty_like(total) if len(self.entries) > 1 else total
+        for entry in self.entries[1:]:  # each entry rounded to dtype, then added in dtype
+            np.copyto(rounded, entry.evaluate(x0, x1, y0, y1), casting="same_kind")
+            total += rounded
         return total
 
     def image_rows(self, y0: int, y1: int, dtype: np.dtype | type = np.float32) -> np.ndarray:
