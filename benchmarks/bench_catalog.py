@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 import dask
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from daskcal.catalog_job import _arrow
-from daskcal.cluster import ExecutionOptions
+from daskcal.cluster import ExecutionOptions, local_cluster
 from daskcal.config import CalibrateConfig
 from daskcal.demo import make_demo_repository
 from daskcal.io.catalog import read_catalog, write_catalog
@@ -75,8 +75,7 @@ def bench(repo: Repository, ids: list[dict], cores: int) -> dict:
     """Floor and full run on one LocalCluster (its start-up is outside both timings)."""
     floor_dir = Path(repo.root) / "floor"
     shutil.rmtree(floor_dir, ignore_errors=True)
-    with LocalCluster(n_workers=cores, threads_per_worker=1, dashboard_address=":0") as lc, \
-            Client(lc) as client:  # fmt: skip
+    with local_cluster(cores) as lc, Client(lc) as client:
         visits: dict[int, list] = {}
         for d in ids:
             frag = str(floor_dir / f"frag-{d['visit']}-{d['ccd']}.parquet")

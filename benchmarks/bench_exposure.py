@@ -6,7 +6,8 @@ Generates one full-size (2048 x 4176) demo CCD with all its inputs (calexp, skyC
 jointcal and FGCM products) once, then, for each ``--ccds N``, a repository whose N CCDs
 of one visit are symbolic links to that CCD's files (the inputs come from the page cache,
 as they would after the first read; the outputs are all written). On a fresh LocalCluster
-of ``--cores`` single-threaded worker processes it runs
+of ``--cores`` single-threaded worker processes (``daskcal.cluster.local_cluster``, as
+``--batch-type=smp`` starts it) it runs
 
 - the I/O floor: per CCD, read and decompress the calexp planes and archive, and write
   them as a tile-compressed exposure with the same writer and codecs, no calibration;
@@ -38,7 +39,7 @@ import numpy as np
 import psutil
 from distributed import Client, LocalCluster
 
-from daskcal.cluster import ExecutionOptions
+from daskcal.cluster import ExecutionOptions, local_cluster
 from daskcal.config import CalibrateConfig
 from daskcal.demo import make_demo_repository
 from daskcal.io.archive import ArchiveWriter
@@ -139,8 +140,8 @@ def rss_sampler(client: Client, every: float = 0.05):
 
 
 def cluster(cores: int) -> LocalCluster:
-    return LocalCluster(n_workers=cores, threads_per_worker=1, dashboard_address=":0",
-                        memory_limit="6GiB")  # fmt: skip
+    """The cluster ``--batch-type=smp --cores N`` starts (same worker environment)."""
+    return local_cluster(cores, memory_limit="6GiB")
 
 
 def bench_floor(repo: Repository, ids: list[dict], cores: int) -> dict:

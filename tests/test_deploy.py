@@ -15,7 +15,13 @@ import pytest
 import yaml
 from dask.utils import parse_bytes, parse_timedelta
 
-from daskcal.cluster import ExecutionOptions, make_jobqueue_cluster, walltime
+from daskcal.cluster import (
+    WORKER_ENVIRON,
+    ExecutionOptions,
+    local_cluster,
+    make_jobqueue_cluster,
+    walltime,
+)
 
 dask_jobqueue = pytest.importorskip("dask_jobqueue")
 from dask_jobqueue.pbs import pbs_format_bytes_ceil  # noqa: E402
@@ -385,3 +391,54 @@ def test_walltime_never_exceeds_the_sites_and_yaml_python_is_used(kind, tmp_path
         script = job_script(lambda: make_jobqueue_cluster(opts, n_ids=1000))
     assert sec["walltime"] in script
     assert script.splitlines()[-1].startswith(f"{sec['python']} -m distributed.cli.dask_worker")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_worker_jobs_export_the_allocator_setting_after_the_site_prologue(
+    kind, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    opts = ExecutionOptions(batch_type=kind, cores=2)
+    prologue = {f"jobqueue.{kind}.job-script-prologue": ["module load python/3.11"]}
+    with deploy_config(kind), dask.config.set(prologue):
+        lines = job_script(lambda: make_jobqueue_cluster(opts)).splitlines()
+    exports = [f"export {k}={v}" for k, v in WORKER_ENVIRON.items()]
+    start = lines.index("module load python/3.11")
+    assert lines[start + 1 : start + 1 + len(exports)] == exports
+    worker = next(i for i, line in enumerate(lines) if "dask_worker" in line)
+    assert worker > start + len(exports)
+    # a site that sets the variable itself keeps its own value
+    own = {f"jobqueue.{kind}.job-script-prologue": ["export MALLOC_MMAP_THRESHOLD_=1048576"]}
+    with deploy_config(kind), dask.config.set(own):
+        script = job_script(lambda: make_jobqueue_cluster(opts))
+    assert script.count("MALLOC_MMAP_THRESHOLD_") == 1
+    assert "export MALLOC_MMAP_THRESHOLD_=1048576" in script
+
+
+def _worker_environ() -> dict[str, str | None]:
+    return {key: os.environ.get(key) for key in (*WORKER_ENVIRON, "MALLOC_TRIM_THRESHOLD_")}
+
+
+@pytest.fixture
+def without_worker_environ(monkeypatch):
+    """No WORKER_ENVIRON variable here, before or after (a Nanny copies its settings into
+    the environment of the process that starts it, and then prefers them)."""
+    for key in WORKER_ENVIRON:
+        monkeypatch.setenv(key, "")  # recorded as absent, so removed at teardown
+        monkeypatch.delenv(key)
+
+
+def test_local_cluster_workers_get_the_allocator_setting(without_worker_environ):
+    distributed = pytest.importorskip("distributed")
+    with local_cluster(1) as lc, distributed.Client(lc) as client:
+        (seen,) = client.run(_worker_environ).values()
+    assert {k: seen[k] for k in WORKER_ENVIRON} == WORKER_ENVIRON
+    assert seen["MALLOC_TRIM_THRESHOLD_"] is not None  # distributed's own setting is kept
+
+
+def test_local_cluster_keeps_a_configured_allocator_setting(without_worker_environ):
+    distributed = pytest.importorskip("distributed")
+    configured = {"distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 1048576}
+    with dask.config.set(configured), local_cluster(1) as lc, distributed.Client(lc) as client:
+        (seen,) = client.run(_worker_environ).values()
+    assert seen["MALLOC_MMAP_THRESHOLD_"] == "1048576"
