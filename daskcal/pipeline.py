@@ -20,8 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import dask
+import pandas as pd
 
-from .calib.table import calibration_table, table_path, write_calibration_table
+from .calib.table import (
+    calibration_table,
+    read_calibration_table,
+    table_path,
+    write_calibration_table,
+)
 from .catalog_job import calibrate_catalog_ccd, fragment_path, write_visit_parquet
 from .cluster import ExecutionOptions, dask_client
 from .config import CalibrateConfig
@@ -101,8 +107,21 @@ def expand_ids(repo: Repository, ids: Iterable[Mapping[str, Any]]) -> list[dict[
 
 
 def _save_tables(repo: Repository, table) -> None:
+    """Save the rows in each ``calib-<filter>.parquet``, replacing those of the same CCDs.
+
+    A re-run that completes a few CCDs keeps the rows of the others.
+    """
     for (tract, filt), part in table.groupby(["tract", "filter"], sort=True):
-        write_calibration_table(part, table_path(repo.output_dir, int(tract), str(filt)))
+        path = table_path(repo.output_dir, int(tract), str(filt))
+        if path.exists():
+            old = read_calibration_table(path)
+            kept = ~old.set_index(["visit", "ccd"]).index.isin(
+                part.set_index(["visit", "ccd"]).index
+            )
+            if kept.any():
+                part = pd.concat([old[kept], part], ignore_index=True)
+                part = part.sort_values(["visit", "ccd"], kind="stable", ignore_index=True)
+        write_calibration_table(part, path)
 
 
 def _begin(

@@ -118,6 +118,9 @@ def test_rerun_skips_finished_outputs_and_completes_the_rest(repo_root, real_dir
         / "rerun/cal/calibrated/parquet/src/tract=9615/filter=HSC-R/visit-0023900.parquet"
     )
     assert len(pd.read_parquet(visit)) == 3 * 771  # rebuilt with all three CCDs
+    table = pd.read_parquet(repo_root / f"rerun/cal/calibrated/{TRACT:04d}/calib-{FILTER}.parquet")
+    assert table["ccd"].tolist() == sorted(table["ccd"]) and len(table) == 3  # rows kept
+    assert table.set_index("ccd").loc[49, "wcs_ast"]  # the re-done CCD's new row
     assert run(repo_root, "--redo") == 0
     assert calsrc(repo_root, 37).stat().st_mtime_ns > before
 
