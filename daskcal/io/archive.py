@@ -16,6 +16,7 @@ import numpy as np
 from astropy.io import fits
 
 from .afwtable import Field, FlagField, decode_columns, make_table_hdu
+from .fitsfile import read_span
 
 __all__ = [
     "Archive",
@@ -329,14 +330,8 @@ def pristine_copy(hdu: fits.BinTableHDU) -> fits.BinTableHDU:
     info = hdu.fileinfo()
     if not info or info.get("file") is None:
         return hdu
-    f = info["file"]
-    pos = f.tell()
-    try:
-        f.seek(info["hdrLoc"])
-        raw = f.read(info["datLoc"] - info["hdrLoc"] + info["datSpan"])
-    finally:
-        f.seek(pos)
-    return fits.BinTableHDU.fromstring(raw)
+    size = info["datLoc"] - info["hdrLoc"] + info["datSpan"]
+    return fits.BinTableHDU.fromstring(read_span(info["file"], info["hdrLoc"], size))
 
 
 def _concat(parts: list[np.ndarray]) -> np.ndarray:

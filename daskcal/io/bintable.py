@@ -17,6 +17,8 @@ import re
 import numpy as np
 from astropy.io import fits
 
+from .fitsfile import read_span
+
 __all__ = ["BLOCK", "encode_rows", "padded", "read_columns", "row_dtype"]
 
 BLOCK = 2880
@@ -131,12 +133,8 @@ def read_columns(hdu: fits.BinTableHDU) -> dict[str, np.ndarray] | None:
     nrows = int(header["NAXIS2"])
     heap_size = int(header.get("PCOUNT", 0)) if any(d[0] == "V" for d in decodes) else 0
     heap_start = int(header.get("THEAP", dtype.itemsize * nrows))
-    position = source.tell()
-    try:
-        source.seek(info["datLoc"])
-        data = source.read(heap_start + heap_size if heap_size else dtype.itemsize * nrows)
-    finally:
-        source.seek(position)
+    size = heap_start + heap_size if heap_size else dtype.itemsize * nrows
+    data = read_span(source, info["datLoc"], size)
     rows = np.frombuffer(data, dtype=dtype, count=nrows)
     heap = np.frombuffer(data, dtype="u1", offset=heap_start) if heap_size else None
     return {

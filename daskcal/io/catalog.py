@@ -31,7 +31,7 @@ from astropy.io import fits
 from .afwtable import Field, FlagField, card_key, decode_columns, encode_table, make_table_hdu
 from .archive import ArchiveWriter, find_archive_hdu
 from .atomic import atomic_write
-from .fitsfile import open_fits
+from .fitsfile import open_fits, read_span
 
 __all__ = [
     "FrozenDict",
@@ -207,13 +207,9 @@ def _raw_hdus(hdul: fits.HDUList, first: int, last: int) -> bytes:
     """HDUs ``first`` to ``last`` of an open file, byte for byte."""
     # the HDUs' own fileinfo(): HDUList.fileinfo() re-serialises every header first
     start, end = hdul[first].fileinfo(), hdul[last].fileinfo()
-    source = start["file"]
-    position = source.tell()
-    try:
-        source.seek(start["hdrLoc"])
-        return source.read(end["datLoc"] + end["datSpan"] - start["hdrLoc"])
-    finally:
-        source.seek(position)
+    return read_span(
+        start["file"], start["hdrLoc"], end["datLoc"] + end["datSpan"] - start["hdrLoc"]
+    )
 
 
 def _template_archive(hdul: fits.HDUList) -> bytes:

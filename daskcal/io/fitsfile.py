@@ -1,14 +1,16 @@
-"""Opening FITS files so that a bad file gives one clear error and leaks nothing."""
+"""Opening FITS files so that a bad file gives one clear error and leaks nothing, and
+reading the bytes behind an HDU of an open file."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import BinaryIO
 
 from astropy.io import fits
 
-__all__ = ["FitsFileError", "open_fits"]
+__all__ = ["FitsFileError", "open_fits", "read_span"]
 
 
 class FitsFileError(OSError):
@@ -34,3 +36,18 @@ def open_fits(path: str | os.PathLike, **kwargs) -> Iterator[fits.HDUList]:
             raise FitsFileError(f"{path}: not a readable FITS file ({err})") from None
         with hdul:
             yield hdul
+
+
+def read_span(source: BinaryIO, start: int, size: int) -> bytes:
+    """``size`` bytes at offset ``start`` of an open file, leaving its position as it was.
+
+    With an HDU's ``fileinfo()`` (``file``, ``hdrLoc``, ``datLoc``, ``datSpan``) this reads
+    a header, a data unit or several HDUs exactly as they are on disk, while astropy keeps
+    using the file.
+    """
+    position = source.tell()
+    try:
+        source.seek(start)
+        return source.read(size)
+    finally:
+        source.seek(position)
