@@ -1,4 +1,4 @@
-"""Shared fixtures: the real LSST/HSC files in ``../shared/data/real``."""
+"""Shared fixtures: the real LSST/HSC files in ``../shared/data/real``; a small demo repository."""
 
 from __future__ import annotations
 
@@ -35,3 +35,21 @@ def real_path(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"real file {path} is absent")
     return path
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """A small demo repository (one visit, CCDs 0 and 50), built once; tests that change a
+    file in it put it back, and outputs go to reruns of their own."""
+    from daskcal.demo import make_demo_repository
+    from daskcal.repo import Repository
+
+    root = tmp_path_factory.mktemp("demo") / "repo"
+    make_demo_repository(root, visits=1, ccds=(0, 50), seed=9, scheduler="sync")
+    return Repository(root, rerun="demo")
+
+
+@pytest.fixture(scope="session")
+def ids(demo):
+    """The demo repository's two data ids."""
+    return demo.expand([{"visit": 1228, "tract": 0}])

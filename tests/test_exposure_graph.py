@@ -20,25 +20,12 @@ from daskcal.calib.table import calibration_table
 from daskcal.catalog_job import CalibrationMissing
 from daskcal.cli import main
 from daskcal.config import CalibrateConfig
-from daskcal.demo import make_demo_repository
 from daskcal.exposure_job import ExposurePlan, calibrate_rows, exposure_plan
 from daskcal.graph import calibrated_exposure
 from daskcal.io.exposure import read_exposure, write_exposure
 from daskcal.repo import Repository
 
 MASK_PLANES = {"BAD": 0, "SAT": 1, "NO_DATA": 8}
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo") / "repo"
-    make_demo_repository(root, visits=1, ccds=(0, 50), seed=9, scheduler="sync")
-    return Repository(root, rerun="demo")
-
-
-@pytest.fixture(scope="module")
-def ids(demo):
-    return demo.expand([{"visit": 1228, "tract": 0}])
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import daskcal.skycoords as skycoords
 from daskcal import calibrated_exposures, open_exposures
 from daskcal.calib.skywcs import SkyWcs, read_skywcs
 from daskcal.config import CalibrateConfig
-from daskcal.demo import make_demo_repository
 from daskcal.io.archive import ArchiveWriter
 from daskcal.io.exposure import (
     exposure_archive,
@@ -27,7 +26,6 @@ from daskcal.io.exposure import (
     write_exposure,
     write_exposure_dataset,
 )
-from daskcal.repo import Repository
 from daskcal.skycoords import SkyCoordIndex, sky_coord_arrays, sky_transform, with_sky_coords
 
 CALEXP = "lsst/obs_base/tests/data/calexp.fits"
@@ -184,18 +182,6 @@ def test_uneven_pixel_coords_are_refused(offset_calexp):
 
 
 # --- the demo repository: calexps, calibrated exposures, stacks -------------------------
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo") / "repo"
-    make_demo_repository(root, visits=1, ccds=(0, 50), seed=9, scheduler="sync")
-    return Repository(root, rerun="demo")
-
-
-@pytest.fixture(scope="module")
-def ids(demo):
-    return demo.expand([{"visit": 1228, "tract": 0}])
 
 
 def test_demo_calexps_and_calibrated_exposures(demo, ids):
