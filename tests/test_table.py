@@ -137,3 +137,23 @@ def test_fgcm_zeropoints_give_the_same_row_form(tmp_path):
     assert rows.iloc[1]["missing"] == "fgcmZeropoints"  # flag 16: FGCM could not calibrate
     pc, wcs = calibrations_from_row(rows.iloc[0].to_dict())
     assert wcs is None and pc.mean == pytest.approx(10 ** (-0.4 * (27.0 - 31.4)))
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_bbox_comes_from_the_calexp_header_compressed_or_not(tmp_path, compress):
+    from daskcal.calib.table import _exposure_bbox
+    from daskcal.io.exposure import write_exposure
+
+    ny, nx = 7, 12
+    planes = np.zeros((ny, nx), np.float32), np.zeros((ny, nx), np.int32)
+    path = write_exposure(
+        tmp_path / "calexp.fits",
+        planes[0],
+        planes[1],
+        planes[0],
+        primary_header=None,
+        mask_planes={"BAD": 0},
+        xy0=(1000, 2000),
+        compress=compress,
+    )
+    assert _exposure_bbox(path) == (1000, 2000, 1000 + nx - 1, 2000 + ny - 1)

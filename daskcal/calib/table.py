@@ -68,9 +68,10 @@ def _exposure_bbox(path: Path | None) -> tuple[int, int, int, int] | None:
     """PARENT bbox (x0, y0, x1, y1 inclusive) from the calexp's IMAGE header, or None."""
     if path is None:
         return None
-    with open_fits(path) as hdul:
-        hdu = hdul[1]
-        header = hdu.header
+    # the raw header of a tile-compressed image has ZNAXISn and LTVn: astropy's conversion
+    # to an image header, most of the cost of opening it, is not needed
+    with open_fits(path, disable_image_compression=True) as hdul:
+        header = hdul[1].header
         nx = int(header.get("ZNAXIS1", header.get("NAXIS1", 0)))
         ny = int(header.get("ZNAXIS2", header.get("NAXIS2", 0)))
         x0, y0 = -int(header.get("LTV1", 0)), -int(header.get("LTV2", 0))
