@@ -7,6 +7,8 @@ mapped over partitions or blocks by :mod:`daskcal.graph`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -183,22 +185,20 @@ def calibrate_image_block(
     image, variance = np.asarray(image), np.asarray(variance)
     if out is None:
         out = (np.empty(image.shape, np.float32), np.empty(image.shape, np.float32))
+    # any shape is calibrated as rows of its last axis
     shape = image.shape
+    rows2d = (math.prod(shape[:-1]), shape[-1] if image.ndim else 1)
+    image, variance = image.reshape(rows2d), variance.reshape(rows2d)
+    planes = [o.reshape(rows2d) for o in out]
+    width = rows2d[1]
     c, sky = (
-        a if a.ndim == 0 else np.broadcast_to(a, shape)
+        a if a.ndim == 0 else np.broadcast_to(a, shape).reshape(rows2d)
         for a in (np.asarray(c, dtype=np.float64), np.asarray(sky))
     )
-    if image.ndim != 2:  # no rows to chunk: one chunk of the flattened block
-        image, variance, out = (
-            image.reshape(1, -1),
-            variance.reshape(1, -1),
-            [o.reshape(1, -1) for o in out],
-        )
-        c, sky = (a if a.ndim == 0 else a.reshape(1, -1) for a in (c, sky))
     # float64 scratch for a few rows at a time: every step stays in the CPU cache and a
     # block allocates nothing large (fresh pages cost more than the arithmetic)
-    rows = max(1, _CHUNK_PIXELS // max(image.shape[1], 1))
-    scratch = np.empty((4, min(rows, image.shape[0]), image.shape[1]))
+    rows = max(1, _CHUNK_PIXELS // max(width, 1))
+    scratch = np.empty((4, min(rows, image.shape[0]), width))
     for r0 in range(0, image.shape[0], rows):
         part = slice(r0, r0 + rows)
         n = len(image[part])
@@ -214,8 +214,8 @@ def calibrate_image_block(
             np.add(var, term, out=var)
         if not fix_zero_variance:
             np.copyto(var, np.nan, where=p == 0)
-        np.copyto(out[1][part], var, casting="same_kind")
+        np.copyto(planes[1][part], var, casting="same_kind")
         np.multiply(p, scale, out=p)
         np.subtract(p, sky if sky.ndim == 0 else sky[part], out=p)
-        np.copyto(out[0][part], p, casting="same_kind")
-    return out[0].reshape(shape), out[1].reshape(shape)
+        np.copyto(planes[0][part], p, casting="same_kind")
+    return planes[0].reshape(shape), planes[1].reshape(shape)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -67,3 +68,14 @@ def test_kernel_accepts_one_dimensional_and_broadcast_inputs():
     assert got[0].shape == (3,)
     for a, b in zip(got, want, strict=True):
         assert np.array_equal(a, b, equal_nan=True)
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (3, 0), (0, 5), (0,), (), (2, 3, 4)])
+def test_kernel_takes_empty_and_other_shapes(shape):
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=shape).astype(np.float32)
+    variance = np.ones(shape, np.float32)
+    got = calibrate_image_block(image, variance, 2.0, 4.0, sky=0.5)
+    want = formula(image, variance, 2.0, 4.0, 0.0, 0.5, False, False)
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == shape and np.array_equal(a, b, equal_nan=True)
