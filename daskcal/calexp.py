@@ -12,8 +12,10 @@ and 9):
   the image, mask and variance headers (CRPIX - xy0, as afw writes an image's WCS where
   ``LTV1/2 = -xy0``);
 - provenance cards ``DASKCAL_VERSION``, ``DASKCAL_CONFIG`` (config digest) and
-  ``DASKCAL_<INPUT>`` (input file names), and in flag mode ``DASKCAL_UNCALIBRATED = T``
-  with ``DASKCAL_MISSING``. Every card fits in 80 characters (no astropy warning).
+  ``DASKCAL_<INPUT>`` (input file names), ``DASKCAL_SIPERR`` (the TAN-SIP approximation's
+  maximum error over the CCD, milliarcseconds) with a TAN-SIP, and in flag mode
+  ``DASKCAL_UNCALIBRATED = T`` with ``DASKCAL_MISSING``. Every card fits in 80 characters
+  (no astropy warning).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .io.afwtable import card_key
 from .io.archive import Archive, ArchiveWriter
 
 __all__ = [
+    "SIP_ERROR_CARD",
     "UNCALIBRATED_CARD",
     "calexp_archive",
     "calexp_headers",
@@ -43,6 +46,7 @@ __all__ = [
 ]
 
 UNCALIBRATED_CARD = "DASKCAL_UNCALIBRATED"
+SIP_ERROR_CARD = "DASKCAL_SIPERR"
 # the FITS-WCS cards of a header (not afw's "A" pixel WCS, not DATE-OBS / MJD-OBS)
 _WCS_CARD = re.compile(
     r"^(WCSAXES|CTYPE\d|CRPIX\d|CRVAL\d|CUNIT\d|CD\d_\d|PC\d_\d|CDELT\d|CROTA\d|RADE(C)?SYS|"
@@ -110,6 +114,7 @@ def calexp_headers(
     provenance: Mapping[str, Any],
     xy0: tuple[int, int],
     uncalibrated: str = "",
+    sip_max_error_mas: float | None = None,
 ) -> tuple[fits.Header, dict[str, fits.Header]]:
     """The CALEXP primary and plane headers (copies; see the module docstring).
 
@@ -128,6 +133,9 @@ def calexp_headers(
         PARENT position of pixel (0, 0).
     uncalibrated : str
         Flag mode: what was missing ("" when calibrated).
+    sip_max_error_mas : float, optional
+        The TAN-SIP approximation's maximum error (milliarcseconds), recorded in the primary
+        header as ``DASKCAL_SIPERR`` along with the ``sip_header`` cards.
     """
     primary = primary.copy()
     planes = {name: header.copy() for name, header in planes.items()}
@@ -141,6 +149,9 @@ def calexp_headers(
         planes = {name: _with_wcs(header, sip, xy0) for name, header in planes.items()}
     for key, value in provenance.items():
         _put(primary, key, value)
+    if sip_header and sip_max_error_mas is not None:
+        comment = "[mas] max TAN-SIP error over the CCD"
+        _put(primary, SIP_ERROR_CARD, float(sip_max_error_mas), comment)
     if uncalibrated:
         _put(primary, UNCALIBRATED_CARD, True, "calibration missing: calexp planes as read")
         _put(primary, "DASKCAL_MISSING", uncalibrated)

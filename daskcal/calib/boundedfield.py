@@ -28,11 +28,13 @@ __all__ = [
     "BBox",
     "BoundedField",
     "ChebyshevBoundedField",
+    "InvalidBoundedField",
     "ProductBoundedField",
     "TransformBoundedField",
     "UnsupportedCalibration",
     "bounded_field_from_dict",
     "read_bounded_field",
+    "validate_bounded_field",
 ]
 
 _MODULE = "lsst.afw.math"
@@ -47,6 +49,10 @@ _ORDER_X = Field("order_x", "1J", "maximum Chebyshev function order in x")
 
 class UnsupportedCalibration(ValueError):
     """A calibration product daskcal cannot evaluate; the message names file and class."""
+
+
+class InvalidBoundedField(ValueError):
+    """A bounded field whose parameters or values cannot be a calibration."""
 
 
 class BBox(NamedTuple):
@@ -371,3 +377,71 @@ def read_bounded_field(archive: Archive, obj_id: int) -> BoundedField:
         f"{archive.filename}: bounded field class {obj.name} (archive id {obj_id}) "
         "is not supported"
     )
+
+
+def _nonfinite_parameters(field: BoundedField) -> str:
+    """What is not finite among a field's stored numbers ("" if nothing, or unknown)."""
+    if isinstance(field, ChebyshevBoundedField):
+        bad = int(np.count_nonzero(~np.isfinite(field.coefficients)))
+        if bad:
+            return f"{bad} of its {field.coefficients.size} Chebyshev coefficients are not finite"
+    elif isinstance(field, ProductBoundedField):
+        for k, factor in enumerate(field.factors):
+            problem = _nonfinite_parameters(factor)
+            if problem:
+                return f"factor {k} ({type(factor).__name__}): {problem}"
+    return ""
+
+
+def validate_bounded_field(
+    field: BoundedField, bbox: Any = None, *, positive: bool = True, points: int = 17
+) -> None:
+    """Check that a field's parameters are finite and its values usable over a box.
+
+    The field is evaluated on a ``points`` x ``points`` grid from corner pixel to corner
+    pixel of ``bbox`` (at the single pixel (0, 0) when the box is empty, as for afw's
+    constant field); every value must be finite, and > 0 when ``positive``. A
+    ``TransformBoundedField`` is checked through its values only.
+
+    Parameters
+    ----------
+    field : BoundedField
+        The field to check.
+    bbox : BBox or (x0, y0, x1, y1), optional
+        Inclusive PARENT pixel box where the field is used (e.g. the CCD's); the field's
+        own box by default.
+    positive : bool
+        Require values > 0 (a photometric calibration).
+    points : int
+        Grid points per axis.
+
+    Raises
+    ------
+    InvalidBoundedField
+        With a one-line message saying what is wrong and where.
+    """
+    name = type(field).__name__
+    problem = _nonfinite_parameters(field)
+    if problem:
+        raise InvalidBoundedField(f"{name}: {problem}")
+    box = field.bbox if bbox is None else BBox(*(int(v) for v in bbox))
+    if box.is_empty:
+        x = y = np.zeros(1)
+    else:
+        x, y = np.meshgrid(
+            np.linspace(box.min_x, box.max_x, points), np.linspace(box.min_y, box.max_y, points)
+        )
+    try:
+        with np.errstate(all="ignore"):
+            values = np.asarray(field.evaluate(x, y), dtype=float)
+    except Exception as err:
+        text = " ".join(str(err).split()) or type(err).__name__
+        raise InvalidBoundedField(f"{name} cannot be evaluated: {text}") from err
+    good = np.isfinite(values) & (values > 0 if positive else True)
+    if not good.all():
+        k = int(np.flatnonzero(~good.ravel())[0])
+        rule = "> 0 and finite" if positive else "finite"
+        raise InvalidBoundedField(
+            f"{name} is {values.ravel()[k]:g} at pixel ({x.ravel()[k]:.1f}, {y.ravel()[k]:.1f}) "
+            f"(must be {rule})"
+        )

@@ -34,20 +34,24 @@ from ..io.fitsfile import open_fits
 from .boundedfield import (
     BoundedField,
     ChebyshevBoundedField,
+    InvalidBoundedField,
     UnsupportedCalibration,
     read_bounded_field,
+    validate_bounded_field,
 )
 
 __all__ = [
     "ERROR_RULES",
     "F_AB_NJY",
     "CalibrationError",
+    "InvalidPhotoCalib",
     "PhotoCalib",
     "calibrate_instflux",
     "nanojansky_to_abmag",
     "photocalib_from_archive",
     "photocalib_from_fluxmag0",
     "read_photocalib",
+    "validate_photocalib",
     "write_photocalib",
 ]
 
@@ -67,6 +71,10 @@ _FLAGS = [FlagField("isConstant", "Is this spatially-constant?")]
 
 class CalibrationError(ValueError):
     """A file holds no usable PhotoCalib; the message names the file."""
+
+
+class InvalidPhotoCalib(CalibrationError):
+    """A PhotoCalib that reads but whose values cannot be right (:func:`validate_photocalib`)."""
 
 
 @dataclass(eq=False)
@@ -261,6 +269,40 @@ def read_photocalib(path: str | os.PathLike) -> PhotoCalib:
         if "FLUXMAG0" in header:
             return photocalib_from_fluxmag0(header["FLUXMAG0"], header.get("FLUXMAG0ERR", 0.0))
     raise CalibrationError(f"{name}: no PhotoCalib (no archive entry, no FLUXMAG0 header)")
+
+
+def validate_photocalib(photocalib: PhotoCalib, bbox: Any = None) -> None:
+    """Refuse a PhotoCalib that cannot be a calibration.
+
+    The mean (cbar) must be > 0 and finite, the error (sigma_c) >= 0 and finite. A
+    spatially varying PhotoCalib's field must have finite parameters and be > 0 and finite
+    on a coarse grid over ``bbox`` (:func:`~daskcal.calib.boundedfield.validate_bounded_field`);
+    a constant one's field is not checked, as it is never evaluated.
+
+    Parameters
+    ----------
+    photocalib : PhotoCalib
+        As read (:func:`read_photocalib`); reading does not validate.
+    bbox : BBox or (x0, y0, x1, y1), optional
+        Inclusive PARENT pixel box where it is applied (the CCD's); the field's own box by
+        default.
+
+    Raises
+    ------
+    InvalidPhotoCalib
+        With a one-line message, e.g. "PhotoCalib mean is 0 (must be > 0 and finite)".
+    """
+    mean, err = photocalib.mean, photocalib.err
+    if not (np.isfinite(mean) and mean > 0):
+        raise InvalidPhotoCalib(f"PhotoCalib mean is {mean:g} (must be > 0 and finite)")
+    if not (np.isfinite(err) and err >= 0):
+        raise InvalidPhotoCalib(f"PhotoCalib error is {err:g} (must be >= 0 and finite)")
+    if photocalib.is_constant:
+        return
+    try:
+        validate_bounded_field(photocalib.field, bbox)
+    except InvalidBoundedField as problem:
+        raise InvalidPhotoCalib(f"PhotoCalib field {problem}") from None
 
 
 def write_photocalib(

@@ -30,8 +30,10 @@ from astropy.wcs import WCS, Sip
 from .skywcs import SkyWcs, SkyWcsError, _ast
 
 __all__ = [
+    "SipFitError",
     "angular_separation_mas",
     "fit_tan_sip",
+    "fit_tan_sip_checked",
     "gnomonic_iwc",
     "sip_header",
     "sip_max_error",
@@ -39,10 +41,15 @@ __all__ = [
 ]
 
 _MAS_PER_RAD = np.degrees(1.0) * 3.6e6
+_MAX_CHECK_STEP = 32.0  # pixels: the error is measured this densely whatever the spacing
 _WCS_KEY = re.compile(
     r"^(WCSAXES|CTYPE\d|CRPIX\d|CRVAL\d|CD\d_\d|PC\d_\d|CDELT\d|CUNIT\d|CROTA\d|RADE(C)?SYS|"
     r"EQUINOX|EPOCH|LONPOLE|LATPOLE|PV\d_\d+|(A|B|AP|BP)_(ORDER|\d+_\d+)|MJD-OBS|DATE-OBS)$"
 )
+
+
+class SipFitError(ValueError):
+    """A TAN-SIP approximation further from its SkyWcs than allowed."""
 
 
 def _grid(bbox: Any, spacing: float) -> tuple[np.ndarray, np.ndarray]:
@@ -161,6 +168,48 @@ def sip_max_error(skywcs: SkyWcs, wcs: WCS, bbox: Any, step: float = 8.0) -> flo
     ra, dec = skywcs.pixel_to_sky(x, y)
     ra2, dec2 = wcs.all_pix2world(x, y, 0)
     return float(np.max(angular_separation_mas(ra, dec, ra2, dec2)))
+
+
+def fit_tan_sip_checked(
+    skywcs: SkyWcs,
+    bbox: Any,
+    order: int = 9,
+    spacing: float = 20.0,
+    max_error_mas: float = 0.1,
+) -> tuple[WCS, float]:
+    """:func:`fit_tan_sip`, refused when it is further than ``max_error_mas`` from ``skywcs``.
+
+    The error is measured by :func:`sip_max_error` on a grid of half the fit's spacing
+    (between 1 and 32 pixels), edges and corners included: most of its points lie between
+    the fit's grid points, where a polynomial fitted on too coarse a grid strays.
+
+    Parameters
+    ----------
+    skywcs, bbox, order, spacing
+        As for :func:`fit_tan_sip`.
+    max_error_mas : float
+        Largest separation allowed, milliarcseconds (the ``sipMaxError`` config field).
+
+    Returns
+    -------
+    (astropy.wcs.WCS, float)
+        The TAN-SIP WCS and its maximum error in milliarcseconds.
+
+    Raises
+    ------
+    SipFitError
+        The error reached exceeds ``max_error_mas`` (or is NaN); the message gives both.
+    """
+    wcs = fit_tan_sip(skywcs, bbox, order=order, spacing=spacing)
+    step = min(max(spacing / 2.0, 1.0), _MAX_CHECK_STEP)
+    error = sip_max_error(skywcs, wcs, bbox, step=step)
+    if not error <= max_error_mas:
+        raise SipFitError(
+            f"TAN-SIP approximation (order {order}, spacing {spacing:g} px) is off by up to "
+            f"{error:.3g} mas over the box {tuple(int(v) for v in bbox)}, more than "
+            f"sipMaxError = {max_error_mas:g} mas"
+        )
+    return wcs, error
 
 
 def sip_header(wcs: WCS, xy0: tuple[int, int] = (0, 0)) -> fits.Header:

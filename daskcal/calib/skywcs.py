@@ -29,11 +29,14 @@ from .ast import AST_LOCK, ast, dump_ast, read_ast
 
 __all__ = [
     "HSC_RADIAL_DISTORTION",
+    "PIXEL_SCALE_RANGE",
+    "InvalidSkyWcs",
     "SkyWcs",
     "SkyWcsError",
     "make_skywcs",
     "read_skywcs",
     "skywcs_from_archive",
+    "validate_skywcs",
 ]
 
 _VERSION = 1
@@ -48,8 +51,16 @@ HSC_RADIAL_DISTORTION = (-4.7e-7, -4.4e-13)
 sky radius / (centre scale x focal radius) is 0.995 at 100 mm, 0.981 at 200 mm."""
 
 
+PIXEL_SCALE_RANGE = (0.01, 10.0)
+"""Plausible pixel scales in arcsec per pixel (HSC: 0.168) for :func:`validate_skywcs`."""
+
+
 class SkyWcsError(ValueError):
     """A file or text holds no usable SkyWcs; the message names the file."""
+
+
+class InvalidSkyWcs(SkyWcsError):
+    """A SkyWcs that reads but cannot be right over a CCD (:func:`validate_skywcs`)."""
 
 
 def _ast():
@@ -270,6 +281,87 @@ def read_skywcs(path: str | os.PathLike) -> SkyWcs:
         if len(found) != 1:
             raise SkyWcsError(f"{name}: {len(found)} SkyWcs objects and no SKYWCS_ID card")
         return skywcs_from_archive(archive, found[0])
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def validate_skywcs(
+    wcs: SkyWcs,
+    bbox: Any,
+    *,
+    scale_range: tuple[float, float] = PIXEL_SCALE_RANGE,
+    inverse_tolerance: float = 0.1,
+) -> None:
+    """Refuse a SkyWcs that cannot be right over a CCD.
+
+    At the corners, the edge midpoints and the centre of ``bbox`` (on its pixel edges) the
+    WCS must give finite sky positions; the pixel scale between neighbouring points of that
+    3 x 3 grid must lie in ``scale_range``; and when the FrameSet has an inverse, sky ->
+    pixel (the stored inverse, as afw's ``skyToPixel``, no refinement) of those positions
+    must return the pixels within ``inverse_tolerance``.
+
+    Parameters
+    ----------
+    wcs : SkyWcs
+        As read (:func:`read_skywcs`); reading does not validate the values.
+    bbox : (x0, y0, x1, y1)
+        Inclusive PARENT pixel box of the CCD.
+    scale_range : (float, float)
+        Smallest and largest plausible pixel scale, arcsec per pixel.
+    inverse_tolerance : float
+        Pixels. jointcal's fitted inverses are good to ~2e-5 px on an HSC CCD, those of
+        meas_mosaic-era jointcal_wcs files and calexps to ~0.025 px at the corners.
+
+    Raises
+    ------
+    InvalidSkyWcs
+        With a one-line message saying what is wrong and where.
+    """
+    from .sip import angular_separation_mas  # sip imports this module
+
+    x0, y0, x1, y1 = (float(v) for v in bbox)
+    xx, yy = np.meshgrid([x0 - 0.5, (x0 + x1) / 2, x1 + 0.5], [y0 - 0.5, (y0 + y1) / 2, y1 + 0.5])
+    x, y = xx.ravel(), yy.ravel()
+    try:
+        ra, dec = wcs.pixel_to_sky(x, y)
+    except Exception as err:
+        raise InvalidSkyWcs(f"SkyWcs cannot be evaluated: {_one_line(err)}") from err
+    bad = np.flatnonzero(~(np.isfinite(ra) & np.isfinite(dec)))
+    if bad.size:
+        k = bad[0]
+        where = f"({x[k]:.1f}, {y[k]:.1f})"
+        raise InvalidSkyWcs(f"SkyWcs gives no finite sky position at pixel {where}")
+    # the 12 pairs of neighbours of the 3 x 3 grid: along x, then along y
+    grid = np.arange(9).reshape(3, 3)
+    a = np.concatenate([grid[:, :-1].ravel(), grid[:-1, :].ravel()])
+    b = np.concatenate([grid[:, 1:].ravel(), grid[1:, :].ravel()])
+    sep = angular_separation_mas(ra[a], dec[a], ra[b], dec[b]) / 1e3
+    scale = sep / np.hypot(x[b] - x[a], y[b] - y[a])
+    lo, hi = scale_range
+    outside = np.flatnonzero(~((scale >= lo) & (scale <= hi)))
+    if outside.size:
+        k = outside[0]
+        raise InvalidSkyWcs(
+            f"SkyWcs pixel scale is {scale[k]:.3g} arcsec/pixel between pixels "
+            f"({x[a[k]]:.1f}, {y[a[k]]:.1f}) and ({x[b[k]]:.1f}, {y[b[k]]:.1f}) "
+            f"(must be {lo:g} to {hi:g})"
+        )
+    if not wcs.frameset.TranInverse:
+        return
+    try:
+        px, py = wcs.sky_to_pixel(ra, dec, refine=False)
+    except Exception as err:
+        raise InvalidSkyWcs(f"SkyWcs inverse cannot be evaluated: {_one_line(err)}") from err
+    off = np.hypot(px - x, py - y)
+    wrong = np.flatnonzero(~(off <= inverse_tolerance))
+    if wrong.size:
+        k = wrong[0]
+        raise InvalidSkyWcs(
+            f"SkyWcs inverse maps the sky position of pixel ({x[k]:.1f}, {y[k]:.1f}) to "
+            f"({px[k]:.6g}, {py[k]:.6g}), {off[k]:.3g} px away (tolerance {inverse_tolerance:g})"
+        )
 
 
 def make_skywcs(
