@@ -7,37 +7,48 @@ one bad CCD never stops the others (unless ``doraise``).
 
 from __future__ import annotations
 
+import json
+import os
 import re
-import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from .apply import calibrate_catalog
-from .calib.table import calibrations_from_row
+from .calexp import config_digest, provenance_cards
+from .calib.table import calibration_row, calibrations_from_row, row_datasets
 from .collections import with_ids
 from .config import CalibrateConfig
 from .dataid import format_id
+from .errors import CalibrationMissing, failure_reason, writing_output
 from .io.catalog import read_catalog, write_catalog
-from .io.parquet import arrow_table, merge_fragments, visit_file, write_fragment
+from .io.integrity import fits_problem, parquet_problem
+from .io.parquet import (
+    FRAGMENT_KEY,
+    arrow_table,
+    fragment_record,
+    merge_fragments,
+    visit_file,
+    write_fragment,
+)
+from .records import NHDU_CARD, RECORD_CARD, CcdWork, ccd_action, output_state, read_record
 from .report import Outcome
 
 __all__ = [
     "UNCALIBRATED_FLAG",
     "calibrate_catalog_ccd",
+    "catalog_inputs",
     "calibrated_frame",
     "parquet_frame",
+    "table_row",
     "write_visit_parquet",
 ]
 
 UNCALIBRATED_FLAG = "daskcal_uncalibrated"
-
-
-class CalibrationMissing(RuntimeError):
-    """A CCD's calibration products are missing or unreadable."""
 
 
 def calibrated_frame(
@@ -45,19 +56,22 @@ def calibrated_frame(
 ) -> pd.DataFrame:
     """Apply one calibration-table row to one src frame, as the config says.
 
-    A row that lacks a product the config needs raises :class:`CalibrationMissing`, or,
-    with ``onMissingCalibration="flag"``, gives the uncalibrated frame with NaN calibrated
+    A row whose products are present but unreadable or invalid (its ``errors``) raises
+    :class:`CalibrationMissing` naming the files, whatever ``onMissingCalibration``. A row
+    that lacks a product the config needs (its ``missing``) raises it too, or, with
+    ``onMissingCalibration="flag"``, gives the uncalibrated frame with NaN calibrated
     columns and the ``daskcal_uncalibrated`` flag set.
     """
-    problems = "; ".join(p for p in (row.get("missing"), row.get("errors")) if p)
-    if problems and config.onMissingCalibration == "fail":
+    missing, errors = (str(row.get(k) or "") for k in ("missing", "errors"))
+    if errors or (missing and config.onMissingCalibration == "fail"):
+        problems = "; ".join(p for p in (missing, errors) if p)
         raise CalibrationMissing(f"calibration unavailable: {problems}")
     pc, wcs = calibrations_from_row(row)
     if not config.doApplyExternalPhotoCalib:
         pc = None
     if not config.doApplyExternalSkyWcs:
         wcs = None
-    if problems:  # flag mode: same columns as a calibrated frame, NaN values
+    if missing:  # flag mode: same columns as a calibrated frame, NaN values
         out = calibrate_catalog(df, _nan_photocalib(), None, error_rule=config.fluxErrorRule)
         out[UNCALIBRATED_FLAG] = np.ones(len(out), dtype=bool)
         return out
@@ -86,7 +100,7 @@ def parquet_frame(df: pd.DataFrame, dataid: Mapping[str, Any]) -> pd.DataFrame:
     return out
 
 
-def _arrow(df: pd.DataFrame, dataid: Mapping[str, Any]):
+def _arrow(df: pd.DataFrame, dataid: Mapping[str, Any], record: str = ""):
     frame = parquet_frame(df, dataid)
     units = dict(df.attrs.get("units", {}), ra="deg", dec="deg")
     docs = dict(
@@ -94,7 +108,8 @@ def _arrow(df: pd.DataFrame, dataid: Mapping[str, Any]):
         ra="right ascension (ICRS, degrees)",
         dec="declination (ICRS, degrees)",
     )
-    return arrow_table(frame, units, docs)
+    table = arrow_table(frame, units, docs)
+    return table.replace_schema_metadata({**table.schema.metadata, FRAGMENT_KEY: record.encode()})
 
 
 def fragment_path(work_dir: Path, dataid: Mapping[str, Any]) -> Path:
@@ -107,46 +122,126 @@ def fragment_path(work_dir: Path, dataid: Mapping[str, Any]) -> Path:
     )
 
 
+TASK = "calibrateCatalog"
+
+
+def catalog_inputs(config: CalibrateConfig) -> tuple[str, ...]:
+    """The datasets a CALSRC is made from under ``config`` (its record covers them)."""
+    names = ["src"]
+    if config.doApplyExternalPhotoCalib:
+        names.append(f"{config.externalPhotoCalibName}_photoCalib")
+    if config.doApplyExternalSkyWcs:
+        names.append(f"{config.externalSkyWcsName}_wcs")
+    return tuple(names)
+
+
 def calibrate_catalog_ccd(
-    dataid: dict[str, Any],
-    src_path: str,
-    out_path: str,
-    fragment: str,
-    row: dict[str, Any],
-    config: CalibrateConfig,
-    doraise: bool = False,
+    work: CcdWork, fragment: str, config: CalibrateConfig, doraise: bool = False
 ) -> Outcome:
-    """Calibrate one CCD's catalog: CALSRC plus a Parquet fragment.
+    """Calibrate one CCD's catalog: CALSRC plus a Parquet fragment, unless it is current.
+
+    The CALSRC is skipped when it is whole and its record (:mod:`daskcal.records`) is the
+    one it would get now; otherwise it is (re)written with that record. When the
+    calibration table's row for the CCD is not the one it would get now
+    (``work.table_record``), the new row is returned in ``extra["row"]``.
 
     Returns
     -------
     Outcome
-        ``done`` with the CALSRC path and row count, or ``failed`` with a one-line reason
-        naming the data id and the file.
+        ``done`` (with the CALSRC path, row count and why it was made), ``skipped``
+        (current), or ``failed`` with a one-line reason naming the data id and the file.
     """
+    dataid, src_path, out_path = work.dataid, work.inputs["src"], work.output
+    extra: dict[str, Any] = {}
     try:
+        digest = config_digest(config)
+        record = work.record(TASK, digest, catalog_inputs(config))
+        row_record = work.record("calibration", digest, row_datasets(config))
+        state, detail = output_state(out_path, record)
+        action = ccd_action(state, work.redo)
+        extra["record"] = record
+        if not action.run:
+            if work.table_record != row_record:
+                extra["row"] = table_row(work, config, row_record)
+            return Outcome(dataid, "skipped", output=out_path, extra=extra)
+        row = table_row(work, config, row_record)
         df = read_catalog(src_path)
         out = calibrated_frame(df, row, config)
-        write_catalog(out_path, out, template=src_path)
-        write_fragment(_arrow(out, dataid), Path(fragment))
+        cards = {
+            **provenance_cards(config, {"SRC": src_path, **_calibration_files(row)}),
+            RECORD_CARD: record,
+            NHDU_CARD: 0,
+        }
+        writing_output(
+            lambda: write_catalog(out_path, out, template=src_path, primary_cards=cards),
+            out_path,
+        )
+        writing_output(
+            lambda: write_fragment(_arrow(out, dataid, record), Path(fragment)), fragment
+        )
     except Exception as err:
         if doraise:
             raise
-        return Outcome(dataid, "failed", reason=_reason(err, src_path))
-    return Outcome(dataid, "done", output=out_path, extra={"rows": len(out)})
+        return Outcome(dataid, "failed", reason=failure_reason(err, src_path))
+    extra.update(rows=len(out), row=row, why=action.why + (f" ({detail})" if detail else ""))
+    if row.get("missing") and config.onMissingCalibration == "flag":
+        extra["uncalibrated"] = row["missing"]
+    return Outcome(dataid, "done", output=out_path, extra=extra)
 
 
-def _reason(err: Exception, path: str) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    if path not in text and not isinstance(err, CalibrationMissing):
-        text = f"{path}: {text}"
-    if isinstance(err, (OSError, ValueError, KeyError, CalibrationMissing)):
-        return text
-    frame = traceback.extract_tb(err.__traceback__)[-1]
-    return f"{type(err).__name__}: {text} ({Path(frame.filename).name}:{frame.lineno})"
+def _calibration_files(row: Mapping[str, Any]) -> dict[str, str]:
+    return {"PHOTOCALIB": row.get("photocalib_path") or "", "SKYWCS": row.get("wcs_path") or ""}
+
+
+def table_row(
+    work: CcdWork, config: CalibrateConfig, row_record: str, **kwargs: Any
+) -> dict[str, Any]:
+    """The calibration-table row of a CCD (:func:`calibration_row`) with its record."""
+    row = calibration_row(
+        work.dataid, work.paths(), config, expected=work.expected_paths(), **kwargs
+    )
+    row["row_record"] = row_record
+    return row
 
 
 _CALSRC = re.compile(r"CALSRC-(\d{7})-(\d{3})\.fits$")
+_MEMBERS_KEY = b"daskcal.ccds"
+
+
+def _visit_members(folder: Path, visit: int) -> tuple[dict[int, tuple[Path, str]], list[str]]:
+    """ccd -> (CALSRC, record or identity) of a visit's whole CALSRC files, and warnings."""
+    members: dict[int, tuple[Path, str]] = {}
+    warnings: list[str] = []
+    prefix = f"CALSRC-{visit:07d}-"
+    try:
+        entries = sorted(e.name for e in os.scandir(folder) if e.name.startswith(prefix))
+    except FileNotFoundError:
+        return members, warnings
+    for name in entries:
+        match = _CALSRC.fullmatch(name)
+        if match is None:
+            continue
+        path = folder / name
+        record, nhdu = read_record(path)
+        problem = fits_problem(path, nhdu)
+        if problem:
+            warnings.append(f"{path} left out: {problem}")
+            continue
+        if not record:  # not written by daskcal: its size and time identify it
+            st = path.stat()
+            record = f"{st.st_size}-{st.st_mtime_ns}"
+        members[int(match.group(2))] = (path, record)
+    return members, warnings
+
+
+def _recorded_members(out: Path) -> dict[str, str] | None:
+    if not out.exists() or parquet_problem(out):
+        return None
+    meta = pq.read_schema(out).metadata or {}
+    try:
+        return json.loads(meta.get(_MEMBERS_KEY, b"null"))
+    except ValueError:
+        return None
 
 
 def write_visit_parquet(
@@ -156,31 +251,42 @@ def write_visit_parquet(
     visit_id: dict[str, Any],
     outcomes: list[Outcome],
 ) -> Outcome:
-    """Write one visit's Parquet file from its CCD fragments, one row group per CCD.
+    """Bring one visit's Parquet file up to date with the visit's CALSRC files.
 
-    Every CALSRC of the visit present in the output (not only those done by this run)
-    goes in; CCDs without a fresh fragment are converted from their CALSRC.
+    Every whole CALSRC of the visit in the output goes in (this run's or not), one row
+    group per CCD; the file records the CALSRC records it was built from and is rebuilt
+    whenever that set differs (a CCD added, redone or removed, or an earlier run that
+    failed to write it). CCDs without a matching fragment are converted from their
+    CALSRC. CCDs whose columns differ are unified (missing columns as nulls, named in
+    ``extra["warnings"]``).
     """
     visit, tract, filt = visit_id["visit"], visit_id["tract"], visit_id["filter"]
     out = visit_file(Path(parquet_root), tract, filt, visit)
-    if out.exists() and not any(o.status == "done" for o in outcomes):
-        return Outcome(visit_id, "skipped", output=str(out), kind="visit")
+    folder = Path(calibrated_dir) / f"{tract:04d}" / f"{visit_id['pointing']:05d}" / filt
+    where = {k: visit_id[k] for k in ("tract", "filter", "visit")}
     try:
+        members, warnings = _visit_members(folder, visit)
+        wanted = {str(ccd): record for ccd, (_, record) in sorted(members.items())}
+        if not members:
+            status = "failed" if any(o.status != "failed" for o in outcomes) else "skipped"
+            reason = f"no CALSRC for {format_id(where)} in {folder}"
+            return Outcome(where, status, reason=reason, kind="visit")
+        if _recorded_members(out) == wanted:
+            return Outcome(where, "skipped", output=str(out), kind="visit")
         fragments = []
-        pattern = f"{tract:04d}/*/{filt}/CALSRC-{visit:07d}-*.fits"
-        for calsrc in sorted(Path(calibrated_dir).glob(pattern)):
-            ccd = int(_CALSRC.search(calsrc.name).group(2))
-            dataid = dict(visit_id, ccd=ccd, pointing=int(calsrc.parent.parent.name))
+        for ccd, (calsrc, record) in sorted(members.items()):
+            dataid = dict(where, ccd=ccd, pointing=visit_id["pointing"])
             frag = fragment_path(Path(work_dir), dataid)
-            if not frag.exists():
-                write_fragment(_arrow(read_catalog(calsrc), dataid), frag)
+            if fragment_record(frag) != record:
+                write_fragment(_arrow(read_catalog(calsrc), dataid, record), frag)
             fragments.append(frag)
-        if not fragments:
-            reason = f"no CALSRC for {format_id(visit_id)}"
-            return Outcome(visit_id, "failed", reason=reason, kind="visit")
-        rows = merge_fragments(fragments, out)
+        metadata = {_MEMBERS_KEY: json.dumps(wanted).encode()}
+        rows, unified = merge_fragments(fragments, out, metadata=metadata)
+        warnings += unified
     except Exception as err:
-        return Outcome(visit_id, "failed", reason=_reason(err, str(out)), kind="visit")
+        return Outcome(where, "failed", reason=failure_reason(err, str(out)), kind="visit")
     done = sum(o.status == "done" for o in outcomes)
-    extra = {"rows": rows, "ccds_new": done}
-    return Outcome(visit_id, "done", output=str(out), extra=extra, kind="visit")
+    extra = {"rows": rows, "ccds": len(members), "ccds_new": done}
+    if warnings:
+        extra["warnings"] = warnings
+    return Outcome(where, "done", output=str(out), extra=extra, kind="visit")

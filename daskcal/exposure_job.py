@@ -24,7 +24,8 @@ the per-CCD worker (CALEXP written atomically, its metadata made by :mod:`daskca
 an :class:`~daskcal.report.Outcome` returned, never raised, unless ``doraise``). With
 ``onMissingCalibration="flag"`` a CCD whose calibration is missing is written as its
 calexp, nothing applied, with the card ``DASKCAL_UNCALIBRATED = T``. A missing skyCorr
-(with ``doApplySkyCorr``) always fails the CCD.
+(with ``doApplySkyCorr``) always fails the CCD, and so does a calibration that is present
+but unreadable or invalid, or a TAN-SIP fit over ``sipMaxError`` (the row's ``errors``).
 """
 
 from __future__ import annotations
@@ -40,15 +41,17 @@ import numpy as np
 from astropy.utils.exceptions import AstropyUserWarning
 
 from .apply import calibrate_image_block
-from .calexp import calexp_archive, calexp_headers, provenance_cards
+from .calexp import calexp_archive, calexp_headers, config_digest, provenance_cards
 from .calib.background import background_block, load_background
 from .calib.photocalib import PhotoCalib
 from .calib.skywcs import SkyWcs
-from .calib.table import calibrations_from_row
-from .catalog_job import CalibrationMissing, _reason
+from .calib.table import calibrations_from_row, row_datasets
+from .catalog_job import table_row
 from .config import CalibrateConfig
+from .errors import CalibrationMissing, failure_reason, writing_output
 from .io.exposure import read_exposure, read_rows, write_exposure
 from .quicklook import save_thumbnail
+from .records import NHDU_CARD, RECORD_CARD, CcdWork, ccd_action, output_state
 from .report import Outcome
 
 __all__ = [
@@ -56,6 +59,7 @@ __all__ = [
     "calibrate_exposure_ccd",
     "calibrate_rows",
     "check_skycorr",
+    "exposure_inputs",
     "exposure_plan",
 ]
 
@@ -80,6 +84,9 @@ class ExposurePlan:
         AST text of the SkyWcs to attach, or "" to keep the calexp's.
     sip_header : str
         TAN-SIP cards (PARENT pixels, newline-separated) for the headers, or "".
+    sip_max_error_mas : float or None
+        The TAN-SIP approximation's maximum error over the CCD (milliarcseconds), for
+        the ``DASKCAL_SIPERR`` card; None without a TAN-SIP.
     uncalibrated : str
         Flag mode: why nothing is applied ("" otherwise).
     photocalib_path, wcs_path : str
@@ -95,6 +102,7 @@ class ExposurePlan:
     skycorr: str = ""
     wcs_ast: str = ""
     sip_header: str = ""
+    sip_max_error_mas: float | None = None
     uncalibrated: str = ""
     photocalib_path: str = ""
     wcs_path: str = ""
@@ -121,20 +129,27 @@ def exposure_plan(
     Raises
     ------
     CalibrationMissing
-        The skyCorr is missing while ``doApplySkyCorr`` (naming ``skycorr_expected``), or a
-        needed calibration is missing and ``onMissingCalibration`` is ``fail``.
+        The skyCorr is missing while ``doApplySkyCorr`` (naming ``skycorr_expected``); a
+        needed calibration is present but unreadable or invalid (the row's ``errors``,
+        whatever ``onMissingCalibration``); or one is missing and ``onMissingCalibration``
+        is ``fail`` (with ``flag`` the plan is to write the calexp uncalibrated).
     """
     skycorr = str(row.get("skycorr_path") or "")
     if config.doApplySkyCorr and not skycorr:
         where = skycorr_expected or f"visit {row.get('visit')} ccd {row.get('ccd')}"
         raise CalibrationMissing(f"no skyCorr ({where}); doApplySkyCorr is True")
-    problems = "; ".join(str(p) for p in (row.get("missing"), row.get("errors")) if p)
-    if problems and config.onMissingCalibration == "fail":
+    missing, errors = (str(row.get(k) or "") for k in ("missing", "errors"))
+    if errors or (missing and config.onMissingCalibration == "fail"):
+        problems = "; ".join(p for p in (missing, errors) if p)
         raise CalibrationMissing(f"calibration unavailable: {problems}")
-    if problems:
-        return ExposurePlan(uncalibrated=problems)
+    if missing:
+        return ExposurePlan(uncalibrated=missing)
     photo = config.doApplyExternalPhotoCalib
     wcs = config.doApplyExternalSkyWcs and bool(row.get("wcs_ast"))
+    sip = str(row.get("sip_header") or "") if wcs else ""
+    sip_error = row.get("sip_max_error_mas")
+    if not sip or sip_error is None or not np.isfinite(sip_error):
+        sip_error = None
     return ExposurePlan(
         photo=photo,
         cbar=float(row["cbar"]) if photo else 1.0,
@@ -144,7 +159,8 @@ def exposure_plan(
         fix_zero_variance=config.fixZeroPixelVariance,
         skycorr=skycorr if config.doApplySkyCorr else "",
         wcs_ast=str(row["wcs_ast"]) if wcs else "",
-        sip_header=str(row.get("sip_header") or "") if wcs else "",
+        sip_header=sip,
+        sip_max_error_mas=None if sip_error is None else float(sip_error),
         photocalib_path=str(row.get("photocalib_path") or "") if photo else "",
         wcs_path=str(row.get("wcs_path") or "") if wcs else "",
     )
@@ -239,7 +255,9 @@ def _read_calibrated(ds, plan: ExposurePlan, chunk_rows: int) -> tuple[np.ndarra
     return image, read_rows(path, hdus["mask"], 0, ny, "int32"), variance
 
 
-def _write_calexp(ds, out_path: str, planes: tuple, plan: ExposurePlan, config) -> None:
+def _write_calexp(
+    ds, out_path: str, planes: tuple, plan: ExposurePlan, config, record: str = ""
+) -> None:
     """Write CALEXP: the calibrated planes, the calexp's metadata updated (:mod:`.calexp`)."""
     handle, calexp = ds.attrs["archive"], ds.attrs["path"]
     with handle.open() if handle is not None else contextlib.nullcontext() as archive:
@@ -251,9 +269,13 @@ def _write_calexp(ds, out_path: str, planes: tuple, plan: ExposurePlan, config) 
             ds.attrs["plane_headers"],
             ids=ids,
             sip_header=plan.sip_header,
-            provenance=provenance_cards(config, {**files, "SKYCORR": plan.skycorr}),
+            provenance={
+                **provenance_cards(config, {**files, "SKYCORR": plan.skycorr}),
+                **({RECORD_CARD: record, NHDU_CARD: 4 + len(hdus)} if record else {}),
+            },
             xy0=ds.attrs["xy0"],
             uncalibrated=plan.uncalibrated,
+            sip_max_error_mas=plan.sip_max_error_mas,
         )
         write_exposure(
             out_path,
@@ -277,31 +299,42 @@ def _strict_reading(path: str):
             raise OSError(f"{path}: {warning}") from None
 
 
+TASK = "calibrateExposure"
+
+
+def exposure_inputs(config: CalibrateConfig) -> tuple[str, ...]:
+    """The datasets a CALEXP is made from under ``config`` (its record covers them)."""
+    names = ["calexp"]
+    if config.doApplySkyCorr:
+        names.append("skyCorr")
+    if config.doApplyExternalPhotoCalib:
+        names.append(f"{config.externalPhotoCalibName}_photoCalib")
+    if config.doApplyExternalSkyWcs:
+        names.append(f"{config.externalSkyWcsName}_wcs")
+    return tuple(names)
+
+
 def calibrate_exposure_ccd(
-    dataid: dict[str, Any],
-    calexp: str,
-    out_path: str,
-    row: dict[str, Any],
+    work: CcdWork,
     config: CalibrateConfig,
-    skycorr_expected: str = "",
     doraise: bool = False,
     chunk_rows: int = 512,
     thumbnail: str = "",
 ) -> Outcome:
     """Calibrate one CCD's calexp into CALEXP (and a quick-look thumbnail if asked).
 
+    The CALEXP is skipped when it is whole and its record (:mod:`daskcal.records`) is
+    the one it would get now; otherwise it is (re)written with that record. When the
+    calibration table's row for the CCD is not the one it would get now
+    (``work.table_record``), the new row is returned in ``extra["row"]``.
+
     Parameters
     ----------
-    dataid : dict
-        The CCD's data id (for the outcome).
-    calexp, out_path : str
-        Input calexp and CALEXP to write (atomically).
-    row : dict
-        Its calibration-table row (with ``sip_header``).
+    work : CcdWork
+        The data id, its input files (``calexp``, ``skyCorr``, the calibrations), the
+        CALEXP to write (atomically) and the table's record of its row.
     config : CalibrateConfig
         The configuration.
-    skycorr_expected : str
-        Where its skyCorr was looked for (named when missing).
     doraise : bool
         Raise instead of returning a failed outcome.
     chunk_rows : int
@@ -312,14 +345,33 @@ def calibrate_exposure_ccd(
     Returns
     -------
     Outcome
-        ``done`` with the CALEXP path, or ``failed`` with a one-line reason naming the file.
+        ``done`` with the CALEXP path, ``skipped`` (current), or ``failed`` with a
+        one-line reason naming the file.
     """
+    dataid, calexp, out_path = work.dataid, work.inputs["calexp"], work.output
+    extra: dict[str, Any] = {}
     try:
-        plan = exposure_plan(row, config, skycorr_expected)
+        digest = config_digest(config)
+        record = work.record(TASK, digest, exposure_inputs(config))
+        row_record = work.record("calibration", digest, row_datasets(config))
+        state, detail = output_state(out_path, record)
+        action = ccd_action(state, work.redo)
+        extra["record"] = record
+        if not action.run:
+            if work.table_record != row_record:
+                extra["row"] = table_row(work, config, row_record, with_sip=True)
+            return Outcome(dataid, "skipped", output=out_path, extra=extra)
+        row = table_row(work, config, row_record, with_sip=True)
+        plan = exposure_plan(row, config, str(work.expected.get("skyCorr", "")))
         with _strict_reading(calexp):
             ds = read_exposure(calexp, chunk_rows=chunk_rows)
             image, mask, variance = _read_calibrated(ds, plan, chunk_rows)
-        _write_calexp(ds, out_path, (image, mask, variance), plan, config)
+        writing_output(
+            lambda: _write_calexp(
+                ds, out_path, (image, mask, variance), plan, config, record=record
+            ),
+            out_path,
+        )
         if thumbnail:
             wcs = SkyWcs(plan.wcs_ast) if plan.wcs_ast else calexp
             planes = ds.attrs["mask_planes"]
@@ -327,8 +379,10 @@ def calibrate_exposure_ccd(
     except Exception as err:
         if doraise:
             raise
-        return Outcome(dataid, "failed", reason=_reason(err, calexp))
-    extra = {"cbar": plan.cbar} if plan.photo else {}
+        return Outcome(dataid, "failed", reason=failure_reason(err, calexp))
+    extra.update(row=row, why=action.why + (f" ({detail})" if detail else ""))
+    if plan.photo:
+        extra["cbar"] = plan.cbar
     if plan.uncalibrated:
         extra["uncalibrated"] = plan.uncalibrated
     return Outcome(dataid, "done", output=out_path, extra=extra)

@@ -46,6 +46,24 @@ def _calibrated_partition(
         raise CalibrationMissing(f"{format_id(dataid)}: {err}") from None
 
 
+def _check_rows_match(table: pd.DataFrame, ids: list[dict[str, Any]]) -> None:
+    """Refuse a calibration table whose rows are not the ids, one for one, in order."""
+    if len(table) != len(ids):
+        raise ValueError(f"calibration table has {len(table)} rows for {len(ids)} data ids")
+    for key in ("visit", "ccd"):
+        if key not in table:
+            raise ValueError(f"calibration table has no {key!r} column")
+        given = table[key].to_numpy()
+        wanted = np.array([d[key] for d in ids])
+        bad = np.flatnonzero(given != wanted)
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"calibration table row {i} is {key}={given[i]}, but data id {i} is "
+                f"{format_id(ids[i])}: give the rows in the order of the expanded ids"
+            )
+
+
 def calibrated_catalogs(
     repo: Repository,
     ids: Iterable[Mapping[str, Any]] | None = None,
@@ -65,7 +83,8 @@ def calibrated_catalogs(
         hscPipe 8 defaults when None.
     table : pandas.DataFrame, optional
         A calibration table (:func:`daskcal.calibration_table`) in the order of the
-        expanded ids; read from the repository when None.
+        expanded ids (a table whose rows are not those ids, in that order, is refused
+        with a ``ValueError``); read from the repository when None.
 
     Returns
     -------
@@ -77,6 +96,7 @@ def calibrated_catalogs(
     full, paths = resolve_ids(repo, ids, "src", require_tract=True)
     if table is None:
         table = calibration_table(repo, full, config)
+    _check_rows_match(table, full)
     rows = table.to_dict("records")
     meta_row = {**rows[0], "missing": "", "errors": ""}
     meta = calibrated_frame(with_ids(catalog_meta(paths[0]), full[0]), meta_row, config)
@@ -191,7 +211,8 @@ def calibrated_exposures(
     chunk_rows : int
         Rows per dask block (one read task per plane and one calibration task each).
     table : pandas.DataFrame, optional
-        A calibration table in the order of the expanded ids; read when None.
+        A calibration table in the order of the expanded ids (refused otherwise); read
+        when None.
 
     Returns
     -------
@@ -208,6 +229,7 @@ def calibrated_exposures(
     full, paths = resolve_ids(repo, ids, "calexp", require_tract=True)
     if table is None:
         table = calibration_table(repo, full, config)
+    _check_rows_match(table, full)
     datasets = []
     for dataid, path, row in zip(full, paths, table.to_dict("records"), strict=True):
         try:

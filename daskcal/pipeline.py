@@ -1,47 +1,62 @@
-"""The calibrate jobs, start to finish: ids -> plan -> Dask graph -> outputs -> report.
+"""The calibrate runs, start to finish: ids -> plan -> tasks -> outputs -> report.
 
 ``run_catalog`` is hscPipe's calibrateCatalog.py and ``run_exposure`` its
-calibrateExposure.py. Both read like the same table of contents: expand the ids (ids with
-no data are reported, not fatal, as hscPipe does), check the rerun's provenance, plan
-(missing inputs fail, existing outputs are skipped unless ``redo``), read the calibration
-table, then run one task per CCD and one per visit (Parquet file, quick-look PNG) on
-whatever cluster the execution options give, and save the report, where every id ends.
+calibrateExposure.py; both are one :func:`_run` over a :class:`_Job` that says what a CCD
+task and a visit task are. A run:
+
+1. expands the ids (ids with no data are reported, not fatal, as hscPipe does);
+2. takes the output rerun's lock (:mod:`daskcal.runs.lock`: one writer per rerun),
+   checks and records the provenance, removes temporary files of killed runs;
+3. streams one task per CCD through the driver (:mod:`daskcal.runs.driver`, a bounded
+   window of tasks in flight): each task decides itself whether its output is current
+   (:mod:`daskcal.records`) and skips it, or (re)makes it; a CCD whose input is missing
+   fails without a task;
+4. submits each visit's task (Parquet file, quick-look PNG) as soon as its last CCD is
+   finished: it rebuilds the visit product whenever the set of CCD outputs changed;
+5. merges the calibration-table rows the tasks returned into ``calib-<filter>.parquet``;
+6. saves the report, where every data id ends, whatever stopped the run: SIGINT or
+   SIGTERM records what finished, reports the rest as interrupted and re-raises
+   (:class:`~daskcal.runs.driver.RunInterrupted`, exit code 128 + signal in the CLI).
 """
 
 from __future__ import annotations
 
 import logging
-import sys
+import os
+import secrets
+import signal
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import dask
-import pandas as pd
-
-from .calib.table import (
-    calibration_table,
-    read_calibration_table,
-    table_path,
-    write_calibration_table,
+from .calib.table import merge_table_rows, row_datasets, table_path, table_records
+from .catalog_job import (
+    calibrate_catalog_ccd,
+    catalog_inputs,
+    fragment_path,
+    write_visit_parquet,
 )
-from .catalog_job import calibrate_catalog_ccd, fragment_path, write_visit_parquet
 from .cluster import ExecutionOptions, dask_client
 from .config import CalibrateConfig
 from .dataid import DataIdError, format_id
-from .exposure_job import calibrate_exposure_ccd
-from .io.parquet import visit_file
+from .errors import RunSetupError
+from .exposure_job import calibrate_exposure_ccd, exposure_inputs
 from .provenance import check_and_record
-from .quicklook import quicklook_path, thumbnail_path, write_visit_quicklook
-from .repo import Repository
+from .quicklook import thumbnail_path, write_visit_quicklook
+from .records import CcdWork
+from .repo import Repository, RepositoryError
 from .report import Outcome, RunReport
+from .runs.driver import Call, RunInterrupted, drive, handle_signals, remove_temporaries
+from .runs.lock import RerunLock
 
-__all__ = ["RunOptions", "run_catalog", "run_exposure"]
+__all__ = ["RunOptions", "expand_ids", "output_states", "run_catalog", "run_exposure"]
 
 log = logging.getLogger("daskcal")
+
+#: Calibration-table rows held by the driver before they are merged into the tables.
+ROWS_PER_FLUSH = 2000
 
 
 @dataclass(frozen=True)
@@ -51,13 +66,15 @@ class RunOptions:
     Attributes
     ----------
     redo : bool
-        Recompute outputs that already exist.
+        Recompute outputs that are current.
     doraise : bool
         Stop at the first failure, with its traceback.
     clobber_config, clobber_versions, no_versions : bool
         Provenance policy (see :func:`daskcal.provenance.check_and_record`).
     progress : bool
-        Show a progress bar (only on a terminal).
+        Log progress lines during long runs.
+    window : int
+        CCD tasks in flight at most (bounds the driver's and the scheduler's memory).
     """
 
     redo: bool = False
@@ -66,24 +83,7 @@ class RunOptions:
     clobber_versions: bool = False
     no_versions: bool = False
     progress: bool = True
-
-
-def _compute(tasks: list, client, progress: bool) -> list:
-    """Compute delayed tasks on the client (or in process), with a progress bar."""
-    show = progress and sys.stderr.isatty()
-    if client is None:
-        if show:
-            from dask.diagnostics import ProgressBar
-
-            with ProgressBar():
-                return list(dask.compute(*tasks))
-        return list(dask.compute(*tasks))
-    futures = client.compute(tasks)
-    if show:
-        from distributed import progress as distributed_progress
-
-        distributed_progress(futures)
-    return client.gather(futures)
+    window: int = 1000
 
 
 def expand_ids(repo: Repository, ids: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -106,120 +106,270 @@ def expand_ids(repo: Repository, ids: Iterable[Mapping[str, Any]]) -> list[dict[
     return full
 
 
-def _save_tables(repo: Repository, table) -> None:
-    """Save the rows in each ``calib-<filter>.parquet``, replacing those of the same CCDs.
+@dataclass(frozen=True)
+class _Job:
+    """What one command does per CCD and per visit.
 
-    A re-run that completes a few CCDs keeps the rows of the others.
+    ``ccd(work)`` and ``visit(visit_id, outcomes)`` give ``(function, args)`` of a task.
     """
-    for (tract, filt), part in table.groupby(["tract", "filter"], sort=True):
-        path = table_path(repo.output_dir, int(tract), str(filt))
-        if path.exists():
-            old = read_calibration_table(path)
-            kept = ~old.set_index(["visit", "ccd"]).index.isin(
-                part.set_index(["visit", "ccd"]).index
-            )
-            if kept.any():
-                part = pd.concat([old[kept], part], ignore_index=True)
-                part = part.sort_values(["visit", "ccd"], kind="stable", ignore_index=True)
-        write_calibration_table(part, path)
 
-
-def _begin(
-    repo: Repository,
-    ids: Iterable[Mapping[str, Any]],
-    config: CalibrateConfig,
-    options: RunOptions,
-    task: str,
-) -> tuple[list[dict[str, Any]], RunReport]:
-    """Expand the ids (see :func:`expand_ids`), then check and record the provenance."""
-    full = expand_ids(repo, ids)
-    repo.ensure_output()
-    check_and_record(
-        repo.output_dir,
-        task,
-        config.to_dict(),
-        clobber_config=options.clobber_config,
-        clobber_versions=options.clobber_versions,
-        no_versions=options.no_versions,
-    )
-    return full, RunReport(task)
-
-
-def _plan(
-    repo: Repository,
-    full: list[dict[str, Any]],
-    dataset: str,
-    output: str,
-    report: RunReport,
-    redo: bool,
-) -> list[tuple[dict[str, Any], Path, Path]]:
-    """The (id, input, output) left to do; missing inputs fail, existing outputs are skipped."""
-    todo = []
-    for dataid in full:
-        found, out = repo.find(dataset, dataid), repo.output_path(output, dataid)
-        if found is None:
-            reason = f"no {dataset}: {repo.input_path(dataset, dataid)}"
-            report.add(Outcome(dataid, "failed", reason=reason))
-        elif out.exists() and not redo:
-            report.add(Outcome(dataid, "skipped", output=str(out)))
-        else:
-            todo.append((dataid, found, out))
-    return todo
-
-
-def _table_rows(repo: Repository, todo: list, config: CalibrateConfig, with_sip: bool = False):
-    """The calibration-table rows of the ids to do (the tables are saved in the rerun)."""
-    table = calibration_table(repo, [d for d, _, _ in todo], config, with_sip=with_sip)
-    if len(table):
-        _save_tables(repo, table)
-    return table.to_dict("records")
+    task: str
+    input: str
+    output: str
+    ccd: Callable[[CcdWork], tuple[Callable[..., Outcome], tuple]]
+    visit: Callable[[dict, list[Outcome]], tuple[Callable[..., Outcome], tuple]] | None
+    visit_kind: str = "visit"
+    sip: bool = False
 
 
 def _visit_key(dataid: Mapping[str, Any]) -> tuple[int, str, int]:
     return (dataid["tract"], dataid["filter"], dataid["visit"])
 
 
-def _visit_tasks(
-    report: RunReport,
-    todo: list,
-    ccd_tasks: list,
-    func: Callable[..., Outcome],
-    exists: Callable[[int, str, int], bool],
-    label: str,
-    *args: Any,
-) -> list:
-    """One ``func(*args, visit_id, ccd_outcomes)`` task per visit with a CCD done or skipped.
+class _Run:
+    """The state of one run: what is left per visit, table rows to save, the report."""
 
-    A visit whose CCDs were all skipped is left out when its output ``exists``.
+    def __init__(self, job: _Job, repo: Repository, full: list[dict], config, options) -> None:
+        self.job, self.repo, self.full, self.config, self.options = (
+            job,
+            repo,
+            full,
+            config,
+            options,
+        )
+        self.report = RunReport(job.task)
+        self.left = Counter(_visit_key(d) for d in full)
+        self.pointing = {_visit_key(d): d["pointing"] for d in full}
+        self.by_visit: dict[tuple, list[Outcome]] = {}
+        self.finished: set[tuple[int, int]] = set()
+        self.rows: list[dict[str, Any]] = []
+        self.tables: dict[tuple[int, str], dict] = {}
+        self.datasets = tuple(dict.fromkeys((job.input, *row_datasets(config))))
+
+    def _table_record(self, dataid: Mapping[str, Any]) -> str:
+        key = (dataid["tract"], dataid["filter"])
+        if key not in self.tables:
+            path = table_path(self.repo.output_dir, *key)
+            try:
+                self.tables[key] = table_records(path)
+            except (OSError, ValueError) as err:
+                log.warning("%s unreadable (%s): its rows are made again", path, err)
+                self.tables[key] = {}
+        record, sip_ok = self.tables[key].get((dataid["visit"], dataid["ccd"]), ("", False))
+        return record if sip_ok or not self.job.sip else ""
+
+    def _work(self, dataid: dict[str, Any]) -> CcdWork | Outcome:
+        """The task's plain values, or the failed outcome of an id that cannot have one."""
+        try:
+            out = self.repo.output_path(self.job.output, dataid)
+            found = {name: self.repo.find(name, dataid) for name in self.datasets}
+        except (DataIdError, RepositoryError) as err:
+            return Outcome(dataid, "failed", reason=str(err))
+        if found[self.job.input] is None:
+            where = self.repo.input_path(self.job.input, dataid)
+            return Outcome(dataid, "failed", reason=f"no {self.job.input}: {where}")
+        expected = {
+            name: str(self.repo.input_path(name, dataid)) for name, p in found.items() if p is None
+        }
+        return CcdWork(
+            dataid=dataid,
+            inputs={name: str(p) if p else None for name, p in found.items()},
+            expected=expected,
+            output=str(out),
+            root=str(self.repo.root),
+            redo=self.options.redo,
+            table_record=self._table_record(dataid),
+        )
+
+    def calls(self) -> Iterator[Call]:
+        """The CCD calls (and the visit calls that ids without a task complete)."""
+        for dataid in self.full:
+            work = self._work(dataid)
+            if isinstance(work, Outcome):
+                yield from self.record(work)
+                continue
+            func, args = self.job.ccd(work)
+            key = f"{self.job.task}-{dataid['tract']}-{dataid['visit']}-{dataid['ccd']}"
+            yield Call(key, func, args, dataid)
+
+    def record(self, outcome: Outcome) -> list[Call]:
+        """Add an outcome; returns the visit call its visit is now ready for, if any."""
+        row = outcome.extra.pop("row", None)
+        if row is not None:
+            self.rows.append(row)
+            if len(self.rows) >= ROWS_PER_FLUSH:
+                self.save_rows()
+        for warning in outcome.extra.get("warnings", [])[:5]:
+            log.warning("%s: %s", format_id(outcome.dataid), warning)
+        self.report.add(outcome)
+        if outcome.kind != "ccd":
+            return []
+        key = _visit_key(outcome.dataid)
+        self.finished.add((outcome.dataid["visit"], outcome.dataid["ccd"]))
+        self.by_visit.setdefault(key, []).append(outcome)
+        self.left[key] -= 1
+        if self.left[key] or self.job.visit is None:
+            return []
+        tract, filt, visit = key
+        visit_id = {"tract": tract, "filter": filt, "visit": visit, "pointing": self.pointing[key]}
+        func, args = self.job.visit(visit_id, self.by_visit.pop(key))
+        return [
+            Call(f"{self.job.visit_kind}-{tract}-{filt}-{visit}", func, args, visit_id, "visit")
+        ]
+
+    def on_outcome(self, call: Call, outcome: Outcome) -> list[Call]:
+        if call.kind == "visit":
+            outcome.kind = self.job.visit_kind
+        return self.record(outcome)
+
+    def save_rows(self) -> None:
+        """Merge the rows held into their tables; a failure is a problem of the run."""
+        groups: dict[tuple[int, str], list[dict]] = {}
+        for row in self.rows:
+            groups.setdefault((int(row["tract"]), str(row["filter"])), []).append(row)
+        self.rows = []
+        for (tract, filt), rows in sorted(groups.items()):
+            path = table_path(self.repo.output_dir, tract, filt)
+            try:
+                merge_table_rows(path, rows)
+            except (OSError, ValueError) as err:
+                what = getattr(err, "strerror", None) or " ".join(str(err).split())
+                self.report.problems.append(f"cannot write {path}: {what}")
+
+    def interrupted(self, signum: int) -> None:
+        """Report every id without an outcome as interrupted."""
+        self.report.interrupted = signum
+        name = signal.Signals(signum).name
+        for dataid in self.full:
+            if (dataid["visit"], dataid["ccd"]) not in self.finished:
+                reason = f"interrupted by {name} before it finished"
+                self.report.add(Outcome(dataid, "failed", reason=reason))
+
+
+#: task -> (output dataset, the datasets its record covers under a config)
+_OUTPUTS = {
+    "calibrateCatalog": ("calibrated_src", catalog_inputs),
+    "calibrateExposure": ("calibrated_exp", exposure_inputs),
+}
+
+
+def output_states(
+    repo: Repository, ids: Iterable[Mapping[str, Any]], task: str
+) -> dict[str, list[tuple[dict[str, Any], str]]]:
+    """The state of each existing output of ``task`` for full data ids (``daskcal info``).
+
+    Returns state (``current``, ``stale``, ``corrupt``) -> [(data id, detail)]. Staleness
+    is judged against the configuration recorded in the output rerun; without one, an
+    output that is whole counts as current.
     """
-    groups: dict[tuple[int, str, int], list] = defaultdict(list)
-    for outcome in report.outcomes:
-        if outcome.status == "skipped":
-            groups.setdefault(_visit_key(outcome.dataid), [])
-    for (dataid, _, _), task in zip(todo, ccd_tasks, strict=True):
-        groups[_visit_key(dataid)].append(task)
-    tasks = []
-    for (tract, filt, visit), members in sorted(groups.items()):
-        if not members and exists(tract, filt, visit):
+    import json
+
+    from .calexp import config_digest
+    from .records import output_state
+
+    dataset, inputs_of = _OUTPUTS[task]
+    recorded = repo.output_dir / "config" / f"{task}.json"
+    config = None
+    if recorded.is_file():
+        try:
+            config = CalibrateConfig(**json.loads(recorded.read_text()))
+        except (ValueError, TypeError):
+            config = None
+    states: dict[str, list[tuple[dict[str, Any], str]]] = {}
+    for dataid in ids:
+        path = repo.find(dataset, dataid)
+        if path is None:
             continue
-        visit_id = {"tract": tract, "filter": filt, "visit": visit}
-        key = f"{label}-{tract}-{filt}-{visit}"
-        tasks.append(dask.delayed(func, pure=False)(*args, visit_id, members, dask_key_name=key))
-    return tasks
+        wanted = ""
+        if config is not None:
+            names = inputs_of(config)
+            found = {n: repo.find(n, dataid) for n in names}
+            work = CcdWork(dataid, {n: str(p) if p else None for n, p in found.items()},
+                           root=str(repo.root))  # fmt: skip
+            wanted = work.record(task, config_digest(config), names)
+        state, detail = output_state(path, wanted)
+        if state == "stale" and config is None:
+            state = "current"
+        states.setdefault(state, []).append((dataid, detail))
+    return states
 
 
-def _finish(repo: Repository, report: RunReport, results: list, start: float, n: int):
-    """Record the outcomes, save the report in the rerun and warn about failures."""
-    for outcome in results:
-        report.add(outcome)
+def _save_report(repo: Repository, report: RunReport, start: float) -> None:
     report.elapsed = time.monotonic() - start
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    saved = repo.output_dir / "calibrated" / "reports" / f"{report.task}-{stamp}.json"
-    report.save(saved)
-    report.path = str(saved)
+    name = f"{report.task}-{stamp}-{os.getpid()}-{secrets.token_hex(2)}.json"
+    saved = repo.output_dir / "calibrated" / "reports" / name
+    try:
+        report.save(saved)
+        report.path = str(saved)
+    except OSError as err:
+        report.problems.append(f"cannot save the report {saved}: {err.strerror or err}")
+    for problem in report.problems:
+        log.error("%s", problem)
     if report.failed:
-        log.warning("%d of %d data ids failed; report: %s", len(report.failed), n, saved)
-    return report
+        n = sum(o.kind == "ccd" for o in report.outcomes)
+        log.warning(
+            "%d of %d data ids failed; report: %s", len(report.failed), n, report.path or "-"
+        )
+
+
+def _prepare_output(repo: Repository) -> None:
+    try:
+        repo.ensure_output()
+        (repo.output_dir / "calibrated").mkdir(exist_ok=True)
+    except OSError as err:
+        raise RunSetupError(
+            f"cannot write in output rerun {repo.output_dir}: {err.strerror or err}"
+        ) from None
+
+
+def _run(
+    job: _Job,
+    repo: Repository,
+    ids: Iterable[Mapping[str, Any]],
+    config: CalibrateConfig,
+    execution: ExecutionOptions,
+    options: RunOptions,
+) -> RunReport:
+    start = time.monotonic()
+    with handle_signals():
+        full = expand_ids(repo, ids)
+        _prepare_output(repo)
+        with RerunLock(repo.output_dir, job.task):
+            try:
+                check_and_record(
+                    repo.output_dir,
+                    job.task,
+                    config.to_dict(),
+                    clobber_config=options.clobber_config,
+                    clobber_versions=options.clobber_versions,
+                    no_versions=options.no_versions,
+                )
+            except OSError as err:
+                raise RunSetupError(
+                    f"cannot record the configuration in {repo.output_dir}: {err.strerror or err}"
+                ) from None
+            remove_temporaries(repo.output_dir / "calibrated")
+            run = _Run(job, repo, full, config, options)
+            try:
+                with dask_client(execution, len(full)) as client:
+                    drive(
+                        run.calls(),
+                        run.on_outcome,
+                        client=client,
+                        window=options.window,
+                        doraise=options.doraise,
+                        label=job.task if options.progress else "",
+                        total=len(full),
+                    )
+            except RunInterrupted as interrupt:
+                run.interrupted(interrupt.signum)
+                interrupt.report = run.report
+                raise
+            finally:
+                run.save_rows()
+                _save_report(repo, run.report, start)
+    return run.report
 
 
 def run_catalog(
@@ -248,43 +398,28 @@ def run_catalog(
     -------
     RunReport
         One outcome per data id and one per visit Parquet file; saved in the rerun.
+
+    Raises
+    ------
+    RunInterrupted
+        On SIGINT/SIGTERM, after saving the partial report (its ``report`` attribute).
     """
     execution = execution or ExecutionOptions()
     options = options or RunOptions()
-    start = time.monotonic()
-    full, report = _begin(repo, ids, config, options, "calibrateCatalog")
-    todo = _plan(repo, full, "src", "calibrated_src", report, options.redo)
     calibrated = repo.output_dir / "calibrated"
-    work = calibrated / ".work" / "src-fragments"
+    work_dir = calibrated / ".work" / "src-fragments"
     parquet_root = calibrated / "parquet" / "src"
-    with dask_client(execution, len(todo)) as client:
-        rows = _table_rows(repo, todo, config)
-        tasks = [
-            dask.delayed(calibrate_catalog_ccd, pure=False)(
-                dataid,
-                str(src),
-                str(out),
-                str(fragment_path(work, dataid)),
-                row,
-                config,
-                options.doraise,
-                dask_key_name=f"calsrc-{dataid['visit']}-{dataid['ccd']}",
-            )
-            for (dataid, src, out), row in zip(todo, rows, strict=True)
-        ]
-        visit_tasks = _visit_tasks(
-            report,
-            todo,
-            tasks,
-            write_visit_parquet,
-            lambda t, f, v: visit_file(parquet_root, t, f, v).exists(),
-            "parquet",
-            str(parquet_root),
-            str(work),
-            str(calibrated),
-        )
-        results = _compute(tasks + visit_tasks, client, options.progress)
-    return _finish(repo, report, results, start, len(full))
+
+    def ccd(work: CcdWork):
+        fragment = str(fragment_path(work_dir, work.dataid))
+        return calibrate_catalog_ccd, (work, fragment, config, options.doraise)
+
+    def visit(visit_id, outcomes):
+        args = (str(parquet_root), str(work_dir), str(calibrated), visit_id, outcomes)
+        return write_visit_parquet, args
+
+    job = _Job("calibrateCatalog", "src", "calibrated_src", catalog_inputs(config), ccd, visit)
+    return _run(job, repo, ids, config, execution, options)
 
 
 def run_exposure(
@@ -315,39 +450,23 @@ def run_exposure(
     """
     execution = execution or ExecutionOptions()
     options = options or RunOptions()
-    start = time.monotonic()
-    full, report = _begin(repo, ids, config, options, "calibrateExposure")
-    todo = _plan(repo, full, "calexp", "calibrated_exp", report, options.redo)
     calibrated = repo.output_dir / "calibrated"
     thumbs = calibrated / ".work" / "quicklook"
-    with dask_client(execution, len(todo)) as client:
-        rows = _table_rows(repo, todo, config, with_sip=True)
-        tasks = [
-            dask.delayed(calibrate_exposure_ccd, pure=False)(
-                dataid,
-                str(calexp),
-                str(out),
-                row,
-                config,
-                str(repo.input_path("skyCorr", dataid)),
-                options.doraise,
-                chunk_rows,
-                str(thumbnail_path(thumbs, dataid)) if quicklook else "",
-                dask_key_name=f"calexp-{dataid['visit']}-{dataid['ccd']}",
-            )
-            for (dataid, calexp, out), row in zip(todo, rows, strict=True)
-        ]
-        visit_tasks = []
-        if quicklook:
-            visit_tasks = _visit_tasks(
-                report,
-                todo,
-                tasks,
-                write_visit_quicklook,
-                lambda t, f, v: quicklook_path(calibrated, t, v).exists(),
-                "quicklook",
-                str(calibrated),
-                str(thumbs),
-            )
-        results = _compute(tasks + visit_tasks, client, options.progress)
-    return _finish(repo, report, results, start, len(full))
+
+    def ccd(work: CcdWork):
+        thumb = str(thumbnail_path(thumbs, work.dataid)) if quicklook else ""
+        return calibrate_exposure_ccd, (work, config, options.doraise, chunk_rows, thumb)
+
+    def visit(visit_id, outcomes):
+        return write_visit_quicklook, (str(calibrated), str(thumbs), visit_id, outcomes)
+
+    job = _Job(
+        "calibrateExposure",
+        "calexp",
+        "calibrated_exp",
+        ccd,
+        visit if quicklook else None,
+        visit_kind="quicklook",
+        sip=True,
+    )
+    return _run(job, repo, ids, config, execution, options)

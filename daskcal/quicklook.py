@@ -13,6 +13,7 @@ percentile. matplotlib is used through its Agg canvas only (no GUI, no global ba
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -23,10 +24,12 @@ import numpy as np
 
 from .calib.sip import gnomonic_iwc
 from .calib.skywcs import SkyWcs, read_skywcs
-from .catalog_job import _reason
 from .dataid import format_id
+from .errors import failure_reason
 from .io.atomic import atomic_write
 from .io.exposure import read_exposure, read_rows
+from .io.integrity import fits_problem
+from .records import read_record
 from .report import Outcome
 
 __all__ = [
@@ -130,9 +133,15 @@ def _tangent_point(ra: np.ndarray, dec: np.ndarray) -> tuple[float, float]:
 
 
 def render_mosaic(
-    thumbs: Sequence[Mapping[str, Any]], out: str | os.PathLike, title: str = ""
+    thumbs: Sequence[Mapping[str, Any]],
+    out: str | os.PathLike,
+    title: str = "",
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
-    """Draw thumbnails (dicts with ``image``, ``ra``, ``dec``, ``ccd``) on one PNG."""
+    """Draw thumbnails (dicts with ``image``, ``ra``, ``dec``, ``ccd``) on one PNG.
+
+    ``metadata`` goes into the PNG's text chunks.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.transforms import Affine2D
@@ -166,34 +175,62 @@ def render_mosaic(
     ax.set_ylabel("eta (deg, North up)")
     ax.set_title(title, fontsize=10)
     with atomic_write(out) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", metadata=dict(metadata or {}))
     return Path(out)
+
+
+_MEMBERS_KEY = "daskcal-ccds"
+
+
+def _recorded_members(png: Path) -> str | None:
+    """The CALEXP records a quick-look was drawn from (its PNG text), or None."""
+    from PIL import Image
+
+    try:
+        with Image.open(png) as image:
+            return image.text.get(_MEMBERS_KEY)
+    except (OSError, ValueError):
+        return None
 
 
 def write_visit_quicklook(
     calibrated_dir: str, work_dir: str, visit_id: dict[str, Any], outcomes: list[Outcome]
 ) -> Outcome:
-    """The visit's PNG from every CALEXP of the visit in the output (this run's or not)."""
+    """The visit's PNG from every whole CALEXP of the visit in the output (this run's or not).
+
+    The PNG records the CALEXP records it was drawn from and is redrawn when they change.
+    """
     tract, filt, visit = visit_id["tract"], visit_id["filter"], visit_id["visit"]
     out = quicklook_path(calibrated_dir, tract, visit)
-    if out.exists() and not any(o.status == "done" for o in outcomes):
-        return Outcome(visit_id, "skipped", output=str(out), kind="quicklook")
+    where = {k: visit_id[k] for k in ("tract", "filter", "visit")}
+    folder = Path(calibrated_dir) / f"{tract:04d}" / f"{visit_id['pointing']:05d}" / filt
     try:
+        members = {}
+        for calexp in sorted(folder.glob(f"CALEXP-{visit:07d}-*.fits")):
+            record, nhdu = read_record(calexp)
+            if fits_problem(calexp, nhdu) is None:
+                st = calexp.stat()
+                members[int(_CALEXP.search(calexp.name).group(2))] = (
+                    calexp,
+                    record or f"{st.st_size}-{st.st_mtime_ns}",
+                )
+        if not members:
+            status = "failed" if any(o.status != "failed" for o in outcomes) else "skipped"
+            reason = f"no CALEXP for {format_id(where)} in {folder}"
+            return Outcome(where, status, reason=reason, kind="quicklook")
+        wanted = json.dumps({str(c): r for c, (_, r) in sorted(members.items())})
+        if out.exists() and _recorded_members(out) == wanted:
+            return Outcome(where, "skipped", output=str(out), kind="quicklook")
         thumbs = []
-        pattern = f"{tract:04d}/*/{filt}/CALEXP-{visit:07d}-*.fits"
-        for calexp in sorted(Path(calibrated_dir).glob(pattern)):
-            ccd = int(_CALEXP.search(calexp.name).group(2))
+        for ccd, (calexp, _) in sorted(members.items()):
             thumb = thumbnail_path(work_dir, {"tract": tract, "visit": visit, "ccd": ccd})
             if not thumb.exists() or thumb.stat().st_mtime_ns < calexp.stat().st_mtime_ns:
                 thumbnail_from_calexp(calexp, thumb)
             with np.load(thumb) as data:
                 thumbs.append({"ccd": ccd, **{k: data[k] for k in ("image", "ra", "dec")}})
-        if not thumbs:
-            reason = f"no CALEXP for {format_id(visit_id)}"
-            return Outcome(visit_id, "failed", reason=reason, kind="quicklook")
         title = f"visit {visit} ({filt}), tract {tract}: {len(thumbs)} calibrated CCDs"
-        render_mosaic(thumbs, out, title)
+        render_mosaic(thumbs, out, title, metadata={_MEMBERS_KEY: wanted})
     except Exception as err:
-        return Outcome(visit_id, "failed", reason=_reason(err, str(out)), kind="quicklook")
+        return Outcome(where, "failed", reason=failure_reason(err, str(out)), kind="quicklook")
     extra = {"ccds": len(thumbs)}
-    return Outcome(visit_id, "done", output=str(out), extra=extra, kind="quicklook")
+    return Outcome(where, "done", output=str(out), extra=extra, kind="quicklook")

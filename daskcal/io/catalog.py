@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +34,7 @@ from .afwtable import Field, FlagField, card_key, decode_columns, encode_table, 
 from .archive import ArchiveWriter, find_archive_hdu
 from .atomic import atomic_write
 from .fitsfile import open_fits, read_span
+from .integrity import NHDU_KEY, count_hdus, with_cards
 
 __all__ = [
     "FrozenDict",
@@ -286,7 +289,11 @@ def _fitting_card(key: str, value, comment: str) -> fits.Card:
 
 
 def write_catalog(
-    path: str | os.PathLike, df: pd.DataFrame, *, template: str | os.PathLike | None = None
+    path: str | os.PathLike,
+    df: pd.DataFrame,
+    *,
+    template: str | os.PathLike | None = None,
+    primary_cards: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``df`` as an afw table, atomically.
 
@@ -307,6 +314,9 @@ def write_catalog(
         column is used when ``df`` has none. ``df.attrs`` win over the template. Without
         a template a SOURCE table gets an empty archive (and zero footprint ids when
         ``df`` has no ``footprint`` column).
+    primary_cards : mapping, optional
+        Cards added to the primary header (the rest of it is kept byte for byte), e.g.
+        daskcal's record; ``DASKCAL_NHDU`` among them is set to the number of HDUs.
 
     Returns
     -------
@@ -316,7 +326,7 @@ def write_catalog(
     if template is None:
         info = _merge_info(df.attrs, None)
         archive = ArchiveWriter().hdus() if info.get("afw_type") == "SOURCE" else []
-        return _write(path, df, info, fits.Header(), archive)
+        return _write(path, df, info, fits.Header(), archive, extra_cards=primary_cards)
     with open_fits(template) as hdul:
         complete = all(key in df.attrs for key in _INFO_KEYS)  # else fill in from template
         info = _merge_info(df.attrs, None if complete else _header_info(hdul[1].header))
@@ -329,7 +339,8 @@ def write_catalog(
                     "keep the 'footprint' column when selecting rows"
                 )
         primary = _raw_hdus(hdul, 0, 0)
-        return _write(path, df, info, primary, _template_archive(hdul), footprint)
+        archive = _template_archive(hdul)
+        return _write(path, df, info, primary, archive, footprint, extra_cards=primary_cards)
 
 
 def _write(
@@ -339,6 +350,7 @@ def _write(
     primary: fits.Header | bytes,
     archive: list | bytes,
     footprint=None,
+    extra_cards: Mapping[str, Any] | None = None,
 ) -> Path:
     """Primary HDU, table, archive to ``path``; ``bytes`` are HDUs copied from a template."""
     if footprint is None and info.get("afw_type") == "SOURCE" and "footprint" not in df:
@@ -351,14 +363,25 @@ def _write(
         for card in cards:
             hdu.header.append(card, end=True)
         hdus = [_primary_hdu(primary), hdu, *_hdu_list(archive)]
+        for key, value in _counted(extra_cards, len(hdus)).items():
+            hdus[0].header[card_key(key)] = value
         with atomic_write(path) as tmp:
             fits.HDUList(hdus).writeto(tmp)
         return Path(path)
+    if extra_cards:
+        primary = with_cards(primary, _counted(extra_cards, 2 + count_hdus(archive)))
     with atomic_write(path) as tmp, open(tmp, "wb") as f:
         f.write(primary)
         f.write(table)
         f.write(archive)
     return Path(path)
+
+
+def _counted(cards: Mapping[str, Any] | None, nhdu: int) -> dict[str, Any]:
+    cards = dict(cards or {})
+    if NHDU_KEY in cards:
+        cards[NHDU_KEY] = nhdu
+    return cards
 
 
 def _primary_hdu(primary: fits.Header | bytes) -> fits.PrimaryHDU:

@@ -26,14 +26,18 @@ import pyarrow.parquet as pq
 from .atomic import atomic_write
 
 __all__ = [
+    "FRAGMENT_KEY",
     "PARTITION_KEYS",
     "arrow_table",
+    "fragment_record",
     "merge_fragments",
     "visit_file",
     "write_fragment",
 ]
 
 PARTITION_KEYS = ("tract", "filter")
+#: Schema metadata key of a fragment: the record of the CALSRC it was made from.
+FRAGMENT_KEY = b"daskcal.record"
 _WRITE_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictionary": False}
 
 
@@ -69,29 +73,79 @@ def write_fragment(table: pa.Table, path: Path) -> Path:
     return Path(path)
 
 
-def merge_fragments(fragments: Iterable[Path], out: Path, *, remove: bool = True) -> int:
+def fragment_record(path: Path) -> str:
+    """The record a fragment was made with (its ``daskcal.record`` metadata); "" if none."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, ValueError):
+        return ""
+    return meta.get(FRAGMENT_KEY, b"").decode()
+
+
+def _unified_schema(schemas: list[pa.Schema], names: list[str]) -> tuple[pa.Schema, list[str]]:
+    """One schema for all fragments: every column, in first-seen order; and what differs."""
+    fields: dict[str, pa.Field] = {}
+    for schema in schemas:
+        for f in schema:
+            if f.name not in fields:
+                fields[f.name] = f
+            elif not f.type.equals(fields[f.name].type):
+                raise ValueError(
+                    f"column {f.name!r} is {f.type} in one CCD and {fields[f.name].type} "
+                    "in another; cannot merge them"
+                )
+    warnings = []
+    for schema, name in zip(schemas, names, strict=True):
+        missing = [n for n in fields if n not in schema.names]
+        if missing:
+            shown = ", ".join(missing[:5]) + (
+                f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            )
+            warnings.append(f"{name} lacks {len(missing)} columns, filled with nulls: {shown}")
+    return pa.schema(list(fields.values()), metadata=schemas[0].metadata), warnings
+
+
+def merge_fragments(
+    fragments: Iterable[Path],
+    out: Path,
+    *,
+    remove: bool = True,
+    metadata: dict[bytes, bytes] | None = None,
+) -> tuple[int, list[str]]:
     """Concatenate fragment files into one Parquet file, one row group per fragment.
 
-    Fragments must share one schema (they are built from the same src schema); a
-    fragment with a different schema raises ``ValueError`` naming it. Returns the number
-    of rows written. The output is written atomically.
+    Fragments whose columns differ (a CCD whose src lacks a column) are unified: the
+    union of the columns, nulls where a fragment has none; a column whose type differs
+    raises ``ValueError`` naming it. The output is written atomically, with ``metadata``
+    added to its schema.
+
+    Returns
+    -------
+    (int, list of str)
+        The rows written, and one warning per fragment that lacked columns.
     """
     fragments = [Path(f) for f in fragments]
     if not fragments:
         raise ValueError(f"{out}: no fragments to merge")
-    schema = pq.read_schema(fragments[0])
+    schemas = [pq.read_schema(f) for f in fragments]
+    schema, warnings = _unified_schema(schemas, [f.name for f in fragments])
+    schema = schema.with_metadata({**(schema.metadata or {}), **(metadata or {})})
     rows = 0
     with atomic_write(out) as tmp, pq.ParquetWriter(tmp, schema, **_WRITE_OPTIONS) as writer:
         for frag in fragments:
             table = pq.read_table(frag)
             if not table.schema.equals(schema, check_metadata=False):
-                raise ValueError(f"{frag}: schema differs from {fragments[0]}")
+                columns = [
+                    table[f.name] if f.name in table.column_names else pa.nulls(len(table), f.type)
+                    for f in schema
+                ]
+                table = pa.Table.from_arrays(columns, schema=schema)
             writer.write_table(table)
             rows += table.num_rows
     if remove:
         for frag in fragments:
             os.remove(frag)
-    return rows
+    return rows, warnings
 
 
 def flags_as_bool(df: pd.DataFrame, flag_names: Iterable[str]) -> pd.DataFrame:

@@ -1,0 +1,1 @@
+"""Runs: what is done (records, plan), one writer per rerun (lock), the run driver."""
