@@ -18,16 +18,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from .cluster import BATCH_TYPES, ExecutionOptions
+from .cluster import BATCH_TYPES, ClusterError, ExecutionOptions
 from .config import CalibrateConfig, ConfigError, parse_overrides, read_config_file
-from .dataid import DataIdError, format_id, parse_ids
+from .dataid import DataIdError, Selection, format_id, parse_selections
 from .provenance import ProvenanceError
 from .repo import TRACT_DATASETS, Repository, RepositoryError
 
 __all__ = ["COMMANDS", "Command", "add_repo_arguments", "main", "open_repository"]
 
 #: Errors shown to the user as one line (anything else is a bug and keeps its traceback).
-USER_ERRORS = (DataIdError, RepositoryError, ConfigError, ProvenanceError, FileNotFoundError)
+USER_ERRORS = (
+    DataIdError,
+    ClusterError,
+    RepositoryError,
+    ConfigError,
+    ProvenanceError,
+    FileNotFoundError,
+)
 INFO_DATASETS = (
     "calexp",
     "src",
@@ -72,9 +79,13 @@ def add_repo_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def open_repository(args: argparse.Namespace) -> tuple[Repository, list[dict[str, Any]]]:
-    """The repository and the parsed (not yet expanded) data ids of a command line."""
-    ids = parse_ids(args.id or [[]])
+def open_repository(args: argparse.Namespace) -> tuple[Repository, list[Selection]]:
+    """The repository and the data ids of a command line, one compact selection per ``--id``.
+
+    The selections are checked (:func:`daskcal.dataid.parse_selection`) but not expanded:
+    ``Repository.match`` / ``expand`` take them and match their ranges in the registry.
+    """
+    ids = parse_selections(args.id or [[]])
     return Repository(args.repo, rerun=args.rerun), ids
 
 
@@ -224,11 +235,11 @@ def _calibrate_arguments(parser: argparse.ArgumentParser) -> None:
         default="none",
         help="none (in process), smp (this machine), pbs or slurm",
     )
-    parser.add_argument("--cores", type=_positive, default=1, help="worker processes per node")
-    parser.add_argument("--nodes", type=_positive, default=1, help="batch jobs (pbs/slurm)")
+    parser.add_argument("--cores", type=_cores, default=1, help="worker processes per node")
+    parser.add_argument("--nodes", type=_nodes, default=1, help="batch jobs (pbs/slurm)")
     parser.add_argument(
         "--time",
-        type=float,
+        type=_seconds,
         default=600.0,
         help="expected seconds per data id (sets the batch walltime)",
     )
@@ -244,6 +255,38 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise ValueError(text)
+    return value
+
+
+#: Upper bounds of ``--cores`` (worker processes on one node) and ``--nodes`` (batch jobs).
+MAX_CORES, MAX_NODES = 1024, 1000
+
+
+def _bounded(text: str, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an integer") from None
+    if not 1 <= value <= high:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not in 1..{high}")
+    return value
+
+
+def _cores(text: str) -> int:
+    return _bounded(text, MAX_CORES)
+
+
+def _nodes(text: str) -> int:
+    return _bounded(text, MAX_NODES)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number") from None
+    if not 0 < value < 1e7:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds in (0, 1e7)")
     return value
 
 

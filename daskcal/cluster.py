@@ -5,6 +5,12 @@
 processes; ``pbs`` and ``slurm`` start dask-jobqueue clusters whose site policy (queue,
 account, memory, interface, ...) comes from the user's dask-jobqueue YAML; ``--scheduler
 ADDRESS`` connects to a running scheduler. The science code never sees which.
+
+What cannot work is refused at once with a :class:`ClusterError`: ``smp`` cores beyond
+this machine's, a batch system whose submit command is not on ``PATH``, a scheduler that
+does not answer within :data:`CONNECT_TIMEOUT` seconds. The ``smp`` scheduler and its
+dashboard listen on 127.0.0.1 only, unless the Dask config keys
+``daskcal.smp.host`` / ``daskcal.smp.dashboard-address`` say otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import functools
 import logging
 import math
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,8 +34,12 @@ import dask_jobqueue
 import yaml
 
 __all__ = [
+    "CONNECT_TIMEOUT",
     "WORKER_ENVIRON",
+    "ClusterError",
     "ExecutionOptions",
+    "available_cores",
+    "check_execution",
     "dask_client",
     "local_cluster",
     "make_jobqueue_cluster",
@@ -38,6 +49,8 @@ __all__ = [
 log = logging.getLogger("daskcal")
 
 BATCH_TYPES = ("none", "smp", "pbs", "slurm")
+#: Seconds to wait for a ``--scheduler`` to answer.
+CONNECT_TIMEOUT = 10
 
 # distributed starts its workers with MALLOC_TRIM_THRESHOLD_=65536, which also pins glibc's
 # mmap threshold at 128 KiB: every plane and block temporary of a CCD is then a fresh
@@ -45,6 +58,19 @@ BATCH_TYPES = ("none", "smp", "pbs", "slurm")
 # full-size CCD, 15-30 % of its time). Allocations up to 256 MiB served from the heap are
 # reused CCD after CCD instead; a worker holds about one CCD, so its memory stays bounded.
 WORKER_ENVIRON = {"MALLOC_MMAP_THRESHOLD_": str(256 * 2**20)}
+
+
+class ClusterError(RuntimeError):
+    """Execution options that cannot work here: too many cores, no batch system, no
+    scheduler at the address. The message is one line."""
+
+
+def available_cores() -> int:
+    """The CPUs this process may run on (its affinity set where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -81,6 +107,45 @@ class ExecutionOptions:
             )
         if self.cores < 1 or self.nodes < 1:
             raise ValueError("--cores and --nodes must be >= 1")
+        if self.scheduler is None and self.batch_type == "smp":
+            _check_smp_cores(self.cores)
+
+
+def _check_smp_cores(cores: int) -> None:
+    available = available_cores()
+    if cores > available:
+        raise ClusterError(
+            f"--cores {cores}: this machine runs this process on {available} CPUs; "
+            f"--batch-type=smp starts at most that many workers"
+        )
+
+
+def _submit_command(batch_type: str) -> str:
+    """The command dask-jobqueue submits jobs with (``sbatch``, ``qsub``)."""
+    cls = {"pbs": dask_jobqueue.PBSCluster, "slurm": dask_jobqueue.SLURMCluster}[batch_type]
+    return str(getattr(cls.job_cls, "submit_command", None) or "").split()[0]
+
+
+def check_execution(opts: ExecutionOptions) -> None:
+    """Refuse options that cannot work on this machine, before anything is started.
+
+    Raises
+    ------
+    ClusterError
+        ``smp`` with more cores than this process may use, or ``pbs``/``slurm`` whose
+        submit command (``qsub``/``sbatch``) is not on ``PATH``.
+    """
+    if opts.scheduler is not None or opts.batch_type == "none":
+        return
+    if opts.batch_type == "smp":
+        _check_smp_cores(opts.cores)
+        return
+    command = _submit_command(opts.batch_type)
+    if shutil.which(command) is None:
+        raise ClusterError(
+            f"--batch-type={opts.batch_type}: {command!r} is not on PATH; run on a "
+            f"{opts.batch_type} login node, or use --batch-type=smp or --scheduler"
+        )
 
 
 def walltime(seconds_per_id: float, n_ids: int, workers: int) -> str:
@@ -150,17 +215,37 @@ def local_cluster(cores: int, **kwargs):
     """A LocalCluster of ``cores`` single-threaded worker processes (``--batch-type=smp``).
 
     Its workers get :data:`WORKER_ENVIRON` unless the environment or the Dask config
-    already sets those variables.
+    already sets those variables. The scheduler and its dashboard (on a free port) listen
+    on 127.0.0.1 only, unless ``kwargs`` or the Dask config keys ``daskcal.smp.host`` /
+    ``daskcal.smp.dashboard-address`` say otherwise.
     """
     from distributed import LocalCluster
 
     spawn = "distributed.nanny.pre-spawn-environ"
     configured = {**(dask.config.get(spawn, None) or {}), **os.environ}
     environ = {f"{spawn}.{k}": v for k, v in WORKER_ENVIRON.items() if k not in configured}
+    if "interface" not in kwargs:  # an interface names the address itself
+        kwargs.setdefault("host", dask.config.get("daskcal.smp.host", "127.0.0.1"))
+    kwargs.setdefault(
+        "dashboard_address", dask.config.get("daskcal.smp.dashboard-address", "127.0.0.1:0")
+    )
     with dask.config.set(environ):  # read by each Nanny as it is created
-        return LocalCluster(
-            n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=":0", **kwargs
-        )
+        return LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, **kwargs)
+
+
+def _connect(address: str):
+    """A Client of the scheduler at ``address``, or a ClusterError within the timeout."""
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=CONNECT_TIMEOUT)
+    # MemoryError: something else listens there and its first bytes read as a huge frame
+    except (OSError, TimeoutError, ValueError, TypeError, MemoryError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ClusterError(
+            f"--scheduler {address}: no Dask scheduler answered within {CONNECT_TIMEOUT} s "
+            f"({type(err).__name__}: {reason[:200]})"
+        ) from None
 
 
 @contextmanager
@@ -172,8 +257,9 @@ def dask_client(opts: ExecutionOptions, n_ids: int = 1) -> Iterator[object | Non
         return
     from distributed import Client
 
+    check_execution(opts)
     if opts.scheduler is not None:
-        with Client(opts.scheduler) as client:
+        with _connect(opts.scheduler) as client:
             log.info("connected to %s; dashboard: %s", opts.scheduler, client.dashboard_link)
             yield client
         return

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
+import stat
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -132,13 +134,65 @@ def parse_overrides(items: list[str], base: CalibrateConfig | None = None) -> Ca
     return (base or CalibrateConfig()).replace(**changes)
 
 
-def read_config_file(path: str | Path, base: CalibrateConfig | None = None) -> CalibrateConfig:
-    """Apply a pex_config-style file (``config.key = value`` lines, ``#`` comments)."""
-    path = Path(path)
+#: Largest config file read (bytes); hscPipe's are a few KiB.
+CONFIG_FILE_MAX = 2**20
+
+
+def _config_text(path: Path) -> str:
+    """The UTF-8 text of a regular file of at most CONFIG_FILE_MAX bytes, or ConfigError.
+
+    Opened without blocking (a FIFO or a device is refused, not waited on) and read at
+    most one byte past the limit, whatever the file claims to hold.
+    """
     try:
-        lines = path.read_text().splitlines()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = "not a regular file"
+    elif info.st_size > CONFIG_FILE_MAX:
+        problem = f"{info.st_size} bytes, more than the limit of {CONFIG_FILE_MAX}"
+    if problem is not None:
+        os.close(fd)
+        raise ConfigError(f"config file {path}: {problem}")
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(CONFIG_FILE_MAX + 1)
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    if len(data) > CONFIG_FILE_MAX:
+        raise ConfigError(f"config file {path}: more than the limit of {CONFIG_FILE_MAX} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 text (at byte {exc.start})") from None
+
+
+def read_config_file(path: str | Path, base: CalibrateConfig | None = None) -> CalibrateConfig:
+    """Apply a pex_config-style file (``config.key = value`` lines, ``#`` comments).
+
+    Parameters
+    ----------
+    path : str or Path
+        A regular UTF-8 text file of at most :data:`CONFIG_FILE_MAX` bytes.
+    base : CalibrateConfig, optional
+        The configuration the file's values override (default: hscPipe 8's).
+
+    Returns
+    -------
+    CalibrateConfig
+        ``base`` with the file's values.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file: missing or unreadable, not a regular file (a FIFO,
+        a device such as ``/dev/urandom``), too large, not UTF-8, a malformed line or value.
+    """
+    path = Path(path)
+    lines = _config_text(path).splitlines()
     items = []
     for n, line in enumerate(lines, start=1):
         line = line.split("#", 1)[0].strip()
@@ -152,3 +206,5 @@ def read_config_file(path: str | Path, base: CalibrateConfig | None = None) -> C
         return parse_overrides(items, base)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    except (MemoryError, RecursionError):  # the parser's stack, on e.g. '------...1'
+        raise ConfigError(f"{path}: a value is nested too deeply to parse") from None

@@ -6,12 +6,18 @@ under ``ROOT/rerun/NAME``. Inputs are looked up in the input rerun, then in its 
 ROOT and ROOT's own parents. ``rerun="IN:OUT"`` reads IN and writes OUT. This module is path
 logic and the registry only: it never opens a data file.
 
+Values read from the registry or from file names never choose where anything is written:
+rows and names whose values no HscMapper data id can have (:func:`daskcal.dataid.check_id`)
+are left out with one warning, and :meth:`Repository.output_path` refuses a path that would
+resolve outside the output rerun.
+
 >>> Repository.template("fgcm_photoCalib") % {"filter": "HSC-I", "visit": 1228, "ccd": 49}
 'fgcm-results/HSC-I/fgcm_photoCalib-01228-049.fits'
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
@@ -22,13 +28,19 @@ from typing import Any
 import yaml
 
 from .dataid import (
+    INT_MAX,
     DataIdError,
+    IdRange,
+    Selection,
+    check_id,
     format_id,
     id_from_path,
     match_ids,
+    match_selection,
     sort_ids,
     template_glob,
     unique_ids,
+    value_problem,
 )
 from .io.atomic import atomic_write
 
@@ -58,6 +70,8 @@ OUTPUT_DATASETS = ("calibrated_exp", "calibrated_src")
 ID_KEYS = ("field", "visit", "ccd", "pointing", "filter")
 REGISTRY_ONLY = ("field", "dateObs", "taiObs", "expTime")
 _SQL_MAX_VALUES = 500
+
+log = logging.getLogger("daskcal")
 
 
 class RepositoryError(ValueError):
@@ -170,6 +184,7 @@ class Repository:
         self.input_dirs = list(chain.values())
         registries = [d / "registry.sqlite3" for d in self.input_dirs]
         self.registry = next((r for r in registries if r.is_file()), None)
+        self._warned: set[str] = set()
 
     def _rerun_dirs(self, rerun: str | None) -> tuple[Path, Path]:
         if rerun is None:
@@ -232,8 +247,21 @@ class Repository:
         return self.find(dataset, dataid) or self.input_dir / self.relative_path(dataset, dataid)
 
     def output_path(self, dataset: str, dataid: Mapping[str, Any]) -> Path:
-        """Where a dataset is written: under the output rerun."""
-        return self.output_dir / self.relative_path(dataset, dataid)
+        """Where a dataset is written: under the output rerun, proven to stay there.
+
+        Raises
+        ------
+        RepositoryError
+            The path, symlinks followed, would be outside the output rerun (a data id
+            whose values were not checked, or a symlinked folder leading elsewhere).
+        """
+        path = self.output_dir / self.relative_path(dataset, dataid)
+        if not _resolves_inside(path, self.output_dir):
+            raise RepositoryError(
+                f"{format_id(dataid)}: the {dataset} path {_one_line(str(path))} resolves "
+                f"outside the output rerun {self.output_dir}"
+            )
+        return path
 
     def ensure_output(self) -> Path:
         """Create the output rerun, recording its parent in ``repositoryCfg.yaml`` if new.
@@ -253,6 +281,20 @@ class Repository:
             Path(tmp).write_text("!RepositoryCfg_v1\n" + yaml.safe_dump(fields))
         return self.output_dir
 
+    def _left_out(self, where: str, what: str, bad: Mapping[Any, tuple[str, str]]) -> None:
+        """One warning for the rows or files left out (``bad``: item -> (text, problem)),
+        given once per repository; ``what`` is ``"row"``, ``"file"``, ..."""
+        if not bad:
+            return
+        text, problem = next(iter(bad.values()))
+        message = (
+            f"{where}: left out {len(bad)} {what}{'s' if len(bad) > 1 else ''} with values "
+            f"no data id can have (first: {text}: {problem})"
+        )
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("%s", message)
+
     def _scan(self, template: str) -> Iterator[tuple[Path, dict[str, Any]]]:
         """Existing paths matching a template along the input chain, with their ids."""
         for directory in self.input_dirs:
@@ -261,30 +303,79 @@ class Repository:
                 if found is not None:
                     yield path, found
 
+    def _valid_scan(
+        self, template: str, bad: dict[Path, tuple[str, str]]
+    ) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """:meth:`_scan` without the paths whose names hold invalid values (put in ``bad``)."""
+        for path, dataid in self._scan(template):
+            problem = check_id(dataid)
+            if problem is None:
+                yield path, dataid
+            else:
+                bad.setdefault(path, (_one_line(str(path)), problem))
+
     def tracts(self) -> dict[str, list[int]]:
-        """Tracts per filter that have jointcal / FGCM results on disk (input chain)."""
+        """Tracts per filter that have jointcal / FGCM results on disk (input chain).
+
+        Folders whose names are no filter or tract are left out, with one warning.
+        """
         found: dict[str, set[int]] = {}
+        bad: dict[Path, tuple[str, str]] = {}
         for dataset in ("jointcal_wcs", "jointcal_photoCalib", "fgcm_tract_photoCalib"):
-            for path, dataid in self._scan(TEMPLATES[dataset].rsplit("/", 1)[0]):
+            for path, dataid in self._valid_scan(TEMPLATES[dataset].rsplit("/", 1)[0], bad):
                 if path.is_dir():
                     found.setdefault(dataid["filter"], set()).add(dataid["tract"])
+        self._left_out(str(self.input_dir), "tract folder", bad)
         return {f: sorted(t) for f, t in sorted(found.items())}
 
     def _disk_rows(self) -> list[dict[str, Any]]:
         rows: dict[tuple[int, int], dict[str, Any]] = {}
+        bad: dict[Path, tuple[str, str]] = {}
         for dataset in ("calexp", "src"):
-            for _, dataid in self._scan(TEMPLATES[dataset]):
+            for _, dataid in self._valid_scan(TEMPLATES[dataset], bad):
                 row = {"field": None, **{k: dataid[k] for k in ID_KEYS[1:]}}
                 rows.setdefault((row["visit"], row["ccd"]), row)
+        self._left_out(str(self.input_dir), "calexp or src file", bad)
         return list(rows.values())
 
-    def _registry_rows(self, ids: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _fetch(
+        self,
+        db: sqlite3.Connection,
+        columns: list[str],
+        where: list[str],
+        params: list[Any],
+        bad: dict[Any, tuple[str, str]],
+    ) -> list[dict[str, Any]]:
+        """Distinct rows of ``raw``; rows with invalid data-id values go to ``bad``."""
+        sql = f"SELECT DISTINCT {', '.join(columns)} FROM raw"
+        sql += f" WHERE {' AND '.join(where)}" if where else ""
+        try:
+            cursor = db.execute(sql, params)
+        except (sqlite3.Error, OverflowError) as err:
+            raise RepositoryError(f"{self.registry}: {err}") from None
+        rows: dict[tuple, dict[str, Any]] = {}
+        for values in cursor:
+            row = dict(zip(columns, values, strict=True))
+            problem = check_id({k: row[k] for k in ID_KEYS})
+            if problem is None:
+                rows.setdefault(values, row)
+            else:
+                bad.setdefault(values, (_row_text(row), problem))
+        return list(rows.values())
+
+    def _connect(self) -> closing[sqlite3.Connection]:
+        return closing(sqlite3.connect(f"{self.registry.as_uri()}?mode=ro", uri=True))
+
+    def _registry_rows(
+        self, ids: list[dict[str, Any]], bad: dict[Any, tuple[str, str]]
+    ) -> list[dict[str, Any]]:
         columns = [*ID_KEYS, *(k for k in REGISTRY_ONLY[1:] if any(k in d for d in ids))]
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for dataid in ids:
-            groups.setdefault(tuple(k for k in dataid if k in columns), []).append(dataid)
-        rows: dict[tuple, dict[str, Any]] = {}
-        with closing(sqlite3.connect(f"{self.registry.as_uri()}?mode=ro", uri=True)) as db:
+            if check_id(dataid) is None:  # else it can match no valid row
+                groups.setdefault(tuple(k for k in dataid if k in columns), []).append(dataid)
+        rows: list[dict[str, Any]] = []
+        with self._connect() as db:
             for keys, group in groups.items():  # one query per --id shape, not per ccd
                 where, params = [], []
                 for key in keys:
@@ -292,58 +383,110 @@ class Repository:
                     if len(values) <= _SQL_MAX_VALUES:  # else filtered by match_ids only
                         where.append(f'"{key}" IN ({",".join("?" * len(values))})')
                         params += values
-                sql = f"SELECT DISTINCT {', '.join(columns)} FROM raw"
-                sql += f" WHERE {' AND '.join(where)}" if where else ""
-                try:
-                    cursor = db.execute(sql, params)
-                except sqlite3.Error as err:
-                    raise RepositoryError(f"{self.registry}: {err}") from None
-                for values in cursor:
-                    rows.setdefault(values, dict(zip(columns, values, strict=True)))
-        return list(rows.values())
+                rows += self._fetch(db, columns, where, params, bad)
+        return unique_ids(rows)
+
+    def _selection_rows(
+        self, db: sqlite3.Connection, selection: Selection, bad: dict[Any, tuple[str, str]]
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The registry rows a selection may match (SQL ranges and IN lists) and the columns."""
+        columns = [*ID_KEYS, *(k for k in REGISTRY_ONLY[1:] if k in selection.keys)]
+        where, params = [], []
+        for key, alternatives in selection.terms:
+            if key not in columns:
+                continue
+            clause = _sql_clause(key, alternatives)
+            if clause is None:  # too many values for one query: match_selection filters
+                continue
+            if not clause[0]:
+                return [], columns
+            where.append(clause[0])
+            params += clause[1]
+        return self._fetch(db, columns, where, params, bad), columns
 
     def match(
-        self, ids: Iterable[Mapping[str, Any]]
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Full data ids of partial ones, and the ids that select no data.
+        self, ids: Iterable[Mapping[str, Any] | Selection]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any] | Selection]]:
+        """Full data ids of partial ones or of selections, and what selects no data.
+
+        Parameters
+        ----------
+        ids : iterable of dict or Selection
+            Partial data ids (:func:`daskcal.dataid.parse_ids`) and/or compact selections
+            (:func:`daskcal.dataid.parse_selections`, what the commands use). A selection's
+            ranges are matched with SQL range predicates, or against the files on disk,
+            never listed.
 
         Returns
         -------
         matched : list of dict
             Keys field, visit, ccd, pointing, filter (+ tract when given), unique, sorted by
             (visit, ccd, tract). Without a registry, ids come from the calexp and src files
-            on disk and ``field`` is None.
-        unmatched : list of dict
-            The ids that matched nothing.
+            on disk and ``field`` is None. Registry rows and file names with values no data
+            id can have are left out, with one warning.
+        unmatched : list of dict or Selection
+            The ids that matched nothing (see :func:`daskcal.dataid.match_selection` for
+            what a selection reports).
+
+        Raises
+        ------
+        DataIdError
+            A registry-only key (field, dateObs, taiObs, expTime) without a registry.
+        RepositoryError
+            The registry cannot be read.
         """
-        ids = unique_ids(ids)
-        if self.registry is not None:
-            rows = self._registry_rows(ids)
-        else:
-            bad = next((d for d in ids if any(k in d for k in REGISTRY_ONLY)), None)
-            if bad is not None:
+        items = list(ids)
+        dict_ids = unique_ids(d for d in items if not isinstance(d, Selection))
+        selections = list(dict.fromkeys(d for d in items if isinstance(d, Selection)))
+        if self.registry is None:
+            bad_id = next(
+                (d for d in [*dict_ids, *selections] if set(_keys(d)) & set(REGISTRY_ONLY)),
+                None,
+            )
+            if bad_id is not None:
                 raise DataIdError(
-                    f"{format_id(bad)}: {', '.join(REGISTRY_ONLY)} need the registry, and "
+                    f"{format_id(bad_id)}: {', '.join(REGISTRY_ONLY)} need the registry, and "
                     f"{self.root} has no registry.sqlite3"
                 )
-            rows = self._disk_rows()
-        matched, unmatched = match_ids(ids, rows)
+        matched: list[dict[str, Any]] = []
+        unmatched: list[dict[str, Any] | Selection] = []
+        bad: dict[Any, tuple[str, str]] = {}
+        disk_rows = self._disk_rows() if self.registry is None else []
+        if dict_ids:
+            rows = disk_rows if self.registry is None else self._registry_rows(dict_ids, bad)
+            found, missing = match_ids(dict_ids, rows)
+            matched += found
+            unmatched += missing
+        if selections and self.registry is None:
+            for selection in selections:
+                found, missing = match_selection(selection, disk_rows, ID_KEYS)
+                matched += found
+                unmatched += missing
+        elif selections:
+            with self._connect() as db:
+                for selection in selections:  # one query per --id
+                    rows, columns = self._selection_rows(db, selection, bad)
+                    found, missing = match_selection(selection, rows, columns)
+                    matched += found
+                    unmatched += missing
+        self._left_out(f"{self.registry}: table raw", "row", bad)
         keys = (*ID_KEYS, "tract")
         return sort_ids({k: d[k] for k in keys if k in d} for d in matched), unmatched
 
     def expand(
         self,
-        ids: Iterable[Mapping[str, Any]],
+        ids: Iterable[Mapping[str, Any] | Selection],
         *,
         require_tract: bool = False,
         allow_missing: bool = False,
     ) -> list[dict[str, Any]]:
-        """Expand partial data ids to full ones (see :meth:`match`).
+        """Expand partial data ids or selections to full ids (see :meth:`match`).
 
         Parameters
         ----------
-        ids : iterable of dict
-            Partial data ids, e.g. from :func:`daskcal.dataid.parse_ids`.
+        ids : iterable of dict or Selection
+            Partial data ids, e.g. from :func:`daskcal.dataid.parse_ids`, or selections
+            from :func:`daskcal.dataid.parse_selections`.
         require_tract : bool
             Refuse ids without ``tract`` (the calibrate commands need it).
         allow_missing : bool
@@ -356,7 +499,7 @@ class Repository:
         """
         ids = list(ids)
         if require_tract:
-            bad = next((d for d in ids if d.get("tract") is None), None)
+            bad = next((d for d in ids if not _has_tract(d)), None)
             if bad is not None:
                 raise DataIdError(
                     f"tract is required; give tract= in --id ({format_id(bad) or 'all data'})"
@@ -367,3 +510,73 @@ class Repository:
             more = f" and {len(unmatched) - 3} more" if len(unmatched) > 3 else ""
             raise DataIdError(f"no data for {shown}{more}")
         return matched
+
+
+def _keys(dataid: Mapping[str, Any] | Selection) -> Iterable[str]:
+    return dataid.keys if isinstance(dataid, Selection) else dataid.keys()
+
+
+def _has_tract(dataid: Mapping[str, Any] | Selection) -> bool:
+    if isinstance(dataid, Selection):
+        return "tract" in dataid.keys
+    return dataid.get("tract") is not None
+
+
+def _sql_clause(key: str, alternatives: tuple[Any, ...]) -> tuple[str, list[Any]] | None:
+    """``("(col IN (...) OR col BETWEEN ? AND ? ...)", params)`` for one key of a selection.
+
+    Values no data id can have are dropped (they match no valid row; an integer beyond
+    SQLite's would not even bind) and ranges end at the key's largest value; ``("", [])``
+    when nothing is left, None when it takes more than ``_SQL_MAX_VALUES`` parameters.
+    """
+    column = f'"{key}"'
+    values = [
+        a for a in alternatives if not isinstance(a, IdRange) and value_problem(key, a) is None
+    ]
+    parts = [f"{column} IN ({','.join('?' * len(values))})"] if values else []
+    params: list[Any] = list(values)
+    for alt in alternatives:
+        if not isinstance(alt, IdRange):
+            continue
+        stop = min(alt.stop, INT_MAX.get(key, alt.stop))
+        if alt.start > stop:
+            continue
+        if alt.step == 1:
+            parts.append(f"{column} BETWEEN ? AND ?")
+            params += [alt.start, stop]
+        else:
+            parts.append(f"({column} BETWEEN ? AND ? AND ({column} - ?) % ? = 0)")
+            params += [alt.start, stop, alt.start, alt.step]
+    if len(params) > _SQL_MAX_VALUES:
+        return None
+    return ("(" + " OR ".join(parts) + ")" if parts else ""), params
+
+
+def _one_line(text: str) -> str:
+    return text if text.isprintable() else repr(text)
+
+
+def _row_text(row: Mapping[str, Any]) -> str:
+    """A registry row for a message: ``key=repr`` pairs, each cut short, on one line."""
+    cells = []
+    for key, value in row.items():
+        text = repr(value)
+        cells.append(f"{key}={text if len(text) <= 40 else text[:37] + '...'}")
+    return " ".join(cells)
+
+
+def _resolves_inside(path: Path, base: Path) -> bool:
+    """Whether ``path`` lies strictly inside ``base`` once symlinks are followed.
+
+    ``os.path.realpath`` resolves every existing component (the deepest existing parent,
+    and a dangling symlink's target) and appends the rest, so a symlinked folder on the
+    way that leads elsewhere is caught before anything is created through it.
+    """
+    try:
+        relative = path.relative_to(base)
+    except ValueError:
+        return False
+    if ".." in relative.parts or not relative.parts:
+        return False
+    real, real_base = Path(os.path.realpath(path)), Path(os.path.realpath(base))
+    return real != real_base and real.is_relative_to(real_base)
