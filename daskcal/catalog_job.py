@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,12 +36,13 @@ from .io.parquet import (
     visit_file,
     write_fragment,
 )
-from .records import NHDU_CARD, RECORD_CARD, CcdWork, ccd_action, output_state, read_record
+from .records import NHDU_CARD, RECORD_CARD, CcdWork, plan_ccd, read_record
 from .report import Outcome
 
 __all__ = [
     "UNCALIBRATED_FLAG",
     "calibrate_catalog_ccd",
+    "calibrate_catalog_ccds",
     "catalog_inputs",
     "calibrated_frame",
     "parquet_frame",
@@ -151,20 +153,20 @@ def calibrate_catalog_ccd(
         ``done`` (with the CALSRC path, row count and why it was made), ``skipped``
         (current), or ``failed`` with a one-line reason naming the data id and the file.
     """
+    start = time.perf_counter()
     dataid, src_path, out_path = work.dataid, work.inputs["src"], work.output
     extra: dict[str, Any] = {}
     try:
-        digest = config_digest(config)
-        record = work.record(TASK, digest, catalog_inputs(config))
-        row_record = work.record("calibration", digest, row_datasets(config))
-        state, detail = output_state(out_path, record)
-        action = ccd_action(state, work.redo)
+        plan = plan_ccd(
+            work, TASK, config_digest(config), catalog_inputs(config), row_datasets(config)
+        )
+        record, action = plan.record, plan.action
         extra["record"] = record
         if not action.run:
-            if work.table_record != row_record:
-                extra["row"] = table_row(work, config, row_record)
+            if plan.row_needed:
+                extra["row"] = table_row(work, config, plan.row_record)
             return Outcome(dataid, "skipped", output=out_path, extra=extra)
-        row = table_row(work, config, row_record)
+        row = table_row(work, config, plan.row_record)
         df = read_catalog(src_path)
         out = calibrated_frame(df, row, config)
         cards = {
@@ -183,7 +185,7 @@ def calibrate_catalog_ccd(
         if doraise:
             raise
         return Outcome(dataid, "failed", reason=failure_reason(err, src_path))
-    extra.update(rows=len(out), row=row, why=action.why + (f" ({detail})" if detail else ""))
+    extra.update(rows=len(out), row=row, why=plan.why, seconds=time.perf_counter() - start)
     if row.get("missing") and config.onMissingCalibration == "flag":
         extra["uncalibrated"] = row["missing"]
     return Outcome(dataid, "done", output=out_path, extra=extra)
@@ -191,6 +193,17 @@ def calibrate_catalog_ccd(
 
 def _calibration_files(row: Mapping[str, Any]) -> dict[str, str]:
     return {"PHOTOCALIB": row.get("photocalib_path") or "", "SKYWCS": row.get("wcs_path") or ""}
+
+
+def calibrate_catalog_ccds(
+    works: list[CcdWork], fragments: list[str], config: CalibrateConfig, doraise: bool = False
+) -> list[Outcome]:
+    """:func:`calibrate_catalog_ccd` over a group of CCDs in one task (large runs: a
+    scheduler handles ~10^4 tasks of a few seconds far better than 10^6 tiny ones)."""
+    return [
+        calibrate_catalog_ccd(work, fragment, config, doraise)
+        for work, fragment in zip(works, fragments, strict=True)
+    ]
 
 
 def table_row(
@@ -260,6 +273,7 @@ def write_visit_parquet(
     CALSRC. CCDs whose columns differ are unified (missing columns as nulls, named in
     ``extra["warnings"]``).
     """
+    start = time.perf_counter()
     visit, tract, filt = visit_id["visit"], visit_id["tract"], visit_id["filter"]
     out = visit_file(Path(parquet_root), tract, filt, visit)
     folder = Path(calibrated_dir) / f"{tract:04d}" / f"{visit_id['pointing']:05d}" / filt
@@ -287,6 +301,7 @@ def write_visit_parquet(
         return Outcome(where, "failed", reason=failure_reason(err, str(out)), kind="visit")
     done = sum(o.status == "done" for o in outcomes)
     extra = {"rows": rows, "ccds": len(members), "ccds_new": done}
+    extra["seconds"] = time.perf_counter() - start
     if warnings:
         extra["warnings"] = warnings
     return Outcome(where, "done", output=str(out), extra=extra, kind="visit")

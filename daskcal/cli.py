@@ -18,11 +18,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from .cluster import BATCH_TYPES, ClusterError, ExecutionOptions
+from .cluster import BATCH_TYPES, ClusterError, ExecutionOptions, check_execution
 from .config import CalibrateConfig, ConfigError, parse_overrides, read_config_file
 from .dataid import DataIdError, Selection, format_id, parse_selections
+from .errors import RunSetupError
 from .provenance import ProvenanceError
 from .repo import TRACT_DATASETS, Repository, RepositoryError
+from .report import format_table
+from .runs.lock import RerunLockError
 
 __all__ = ["COMMANDS", "Command", "add_repo_arguments", "main", "open_repository"]
 
@@ -34,6 +37,8 @@ USER_ERRORS = (
     ConfigError,
     ProvenanceError,
     FileNotFoundError,
+    RunSetupError,
+    RerunLockError,
 )
 INFO_DATASETS = (
     "calexp",
@@ -134,27 +139,6 @@ def info_rows(
     return rows
 
 
-def format_table(
-    header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()
-) -> str:
-    """An aligned text table; the columns numbered in ``right`` are right-aligned.
-
-    >>> print(format_table(("name", "n"), [("calexp", "3"), ("src", "12")], right=[1]))
-    name     n
-    calexp   3
-    src     12
-    """
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = []
-    for row in [header, *rows]:
-        cells = [
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
 def _info_arguments(parser: argparse.ArgumentParser) -> None:
     add_repo_arguments(parser)
     parser.add_argument(
@@ -191,7 +175,25 @@ def run_info(args: argparse.Namespace) -> int:
     print()
     header = ("dataset", "tract", "found", "missing", "missing (visit/ccd)")
     print(format_table(header, info_rows(repo, found, args.show_missing), right=(2, 3)))
+    _print_output_states(repo, found, args.show_missing)
     return 0
+
+
+def _print_output_states(repo: Repository, ids: list[dict[str, Any]], limit: int) -> None:
+    """Outputs that a run would redo: stale (other inputs or config) or corrupt."""
+    from .pipeline import output_states
+
+    ids = [d for d in ids if d.get("tract") is not None]
+    lines = []
+    for task in ("calibrateExposure", "calibrateCatalog"):
+        states = output_states(repo, ids, task)
+        for state in ("stale", "corrupt"):
+            members = states.get(state, [])
+            if members:
+                shown = _missing_text([d for d, _ in members], limit)
+                lines.append(f"{task} outputs {state}: {len(members)} ({shown}): {members[0][1]}")
+    if lines:
+        print("\n" + "\n".join(lines))
 
 
 def _calibrate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -229,6 +231,11 @@ def _calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--doraise", action="store_true", help="stop at the first failure")
     parser.add_argument("--redo", action="store_true", help="recompute existing outputs")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="expand and plan only: print what a run would do; write nothing",
+    )
     parser.add_argument(
         "--batch-type",
         choices=BATCH_TYPES,
@@ -308,12 +315,14 @@ def calibrate_setup(
     execution = ExecutionOptions(
         args.batch_type, args.cores, args.nodes, args.time, args.job, args.scheduler
     )
+    check_execution(execution)  # before anything is expanded, recorded or written
     options = RunOptions(
         redo=args.redo,
         doraise=args.doraise,
         clobber_config=args.clobber_config,
         clobber_versions=args.clobber_versions,
         no_versions=args.no_versions,
+        dry_run=args.dry_run,
     )
     return repo, ids, config, execution, options
 
@@ -328,11 +337,38 @@ def _rerun_of_output(root: str, output: str) -> str:
 
 def print_report(report: Any) -> int:
     """Print the failures and the summary of a run; returns its exit code."""
-    if report.failed:
+    shown = report.failed[:50] + report.flagged[:50]
+    if shown:
         lines = report.table().splitlines()
-        print("\n".join(lines[: 1 + len(report.failed)]))
+        print("\n".join(lines[: 1 + len(shown)]))
+        if len(report.failed) > 50:
+            print(f"... and {len(report.failed) - 50} more failures (see the report)")
+    for problem in report.problems:
+        print(f"error: {problem}")
     print(report.summary() + f" in {report.elapsed:.1f} s")
+    if report.path:
+        print(f"report: {report.path}")
     return report.exit_code
+
+
+def _reported(run: Callable[[], Any], after: Callable[[Any], None] | None = None) -> int:
+    """Run a calibrate job and print its report, also when a signal stopped it."""
+    from .runs.driver import RunInterrupted
+
+    try:
+        report = run()
+    except RunInterrupted as interrupt:
+        report = getattr(interrupt, "report", None)
+        if report is None:
+            raise
+    if not hasattr(report, "outcomes"):  # a dry run's plan
+        print(report.table())
+        print(report.summary() + f" ({report.elapsed:.1f} s)")
+        return 0
+    code = print_report(report)
+    if after is not None:
+        after(report)
+    return code
 
 
 def run_catalog_command(args: argparse.Namespace) -> int:
@@ -340,7 +376,7 @@ def run_catalog_command(args: argparse.Namespace) -> int:
     from .pipeline import run_catalog
 
     repo, ids, config, execution, options = calibrate_setup(args)
-    return print_report(run_catalog(repo, ids, config, execution, options))
+    return _reported(lambda: run_catalog(repo, ids, config, execution, options))
 
 
 def _exposure_arguments(parser: argparse.ArgumentParser) -> None:
@@ -357,13 +393,16 @@ def run_exposure_command(args: argparse.Namespace) -> int:
     from .pipeline import run_exposure
 
     repo, ids, config, execution, options = calibrate_setup(args)
-    report = run_exposure(repo, ids, config, execution, options, quicklook=args.quicklook)
-    code = print_report(report)
-    if args.quicklook:
+
+    def quicklooks(report) -> None:
         done, failed = report.count("done", "quicklook"), report.count("failed", "quicklook")
         skipped = report.count("skipped", "quicklook")
         print(f"quick-look PNGs: {done} written, {skipped} up to date, {failed} failed")
-    return code
+
+    return _reported(
+        lambda: run_exposure(repo, ids, config, execution, options, quicklook=args.quicklook),
+        quicklooks if args.quicklook else None,
+    )
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -489,8 +528,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    from .runs.driver import RunInterrupted, handle_signals
+
     try:
-        return args.run(args)
+        with handle_signals():
+            return args.run(args)
+    except RunInterrupted as interrupt:
+        print(f"daskcal: interrupted by {interrupt}", file=sys.stderr)
+        return interrupt.exit_code
     except USER_ERRORS as err:
         print(f"daskcal: error: {err}", file=sys.stderr)
         return 2

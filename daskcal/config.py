@@ -51,6 +51,10 @@ class CalibrateConfig:
         Order of the TAN-SIP approximation written into the CALEXP header.
     sipSpacing : int
         Grid spacing in pixels of the TAN-SIP fit.
+    sipMaxError : float
+        daskcal: the largest error (milliarcseconds) the TAN-SIP approximation may reach
+        over the CCD, measured between the fit's grid points too; a CCD whose fit is worse
+        fails. An int is taken as a float.
     fluxErrorRule : str
         daskcal: ``hscpipe8`` adds sigma_c/c in quadrature to flux and magnitude errors
         (afw <= 28); ``afw29`` drops it, as afw 29+ does.
@@ -58,7 +62,8 @@ class CalibrateConfig:
         daskcal: hscPipe 8 produces NaN variance where a pixel is exactly 0; True fixes it.
     onMissingCalibration : str
         daskcal: ``fail`` (default) fails a CCD whose calibration is missing; ``flag``
-        writes it uncalibrated with a ``daskcal_uncalibrated`` flag.
+        writes it uncalibrated with a ``daskcal_uncalibrated`` flag. A calibration that is
+        present but unreadable or invalid fails the CCD either way.
     """
 
     doApplyExternalPhotoCalib: bool = True
@@ -69,6 +74,7 @@ class CalibrateConfig:
     externalSkyWcsName: str = "jointcal"
     sipOrder: int = 9
     sipSpacing: int = 20
+    sipMaxError: float = 0.1
     fluxErrorRule: str = "hscpipe8"
     fixZeroPixelVariance: bool = False
     onMissingCalibration: str = "fail"
@@ -76,7 +82,10 @@ class CalibrateConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            expected = bool if f.type == "bool" else int if f.type == "int" else str
+            expected = {"bool": bool, "int": int, "float": float}.get(f.type, str)
+            if expected is float and type(value) is int:
+                value = float(value)
+                object.__setattr__(self, f.name, value)  # frozen: set once, here
             if type(value) is not expected:
                 raise ConfigError(f"config {f.name}={value!r}: expected {expected.__name__}")
         _choice("externalPhotoCalibName", self.externalPhotoCalibName, PHOTOCALIB_NAMES)
@@ -87,6 +96,8 @@ class CalibrateConfig:
             raise ConfigError(f"config sipOrder={self.sipOrder}: must be 1..12")
         if self.sipSpacing < 1:
             raise ConfigError(f"config sipSpacing={self.sipSpacing}: must be >= 1")
+        if not self.sipMaxError > 0:
+            raise ConfigError(f"config sipMaxError={self.sipMaxError}: must be > 0 (mas)")
 
     def replace(self, **changes: Any) -> CalibrateConfig:
         """A copy with some fields changed (validated)."""
@@ -114,8 +125,12 @@ def _literal(key: str, text: str) -> Any:
     text = text.strip()
     if text in ("True", "False"):
         return text == "True"
+    if len(text) > 1000:
+        raise ConfigError(f"config {key}: value of {len(text)} characters is too long")
     try:
         return ast.literal_eval(text)
+    except (MemoryError, RecursionError):
+        raise ConfigError(f"config {key}: value nested too deeply to parse") from None
     except (ValueError, SyntaxError):
         if text.replace("_", "").replace("-", "").isalnum():
             return text  # bare word, as pex_config's command line accepts

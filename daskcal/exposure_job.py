@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ from .config import CalibrateConfig
 from .errors import CalibrationMissing, failure_reason, writing_output
 from .io.exposure import read_exposure, read_rows, write_exposure
 from .quicklook import save_thumbnail
-from .records import NHDU_CARD, RECORD_CARD, CcdWork, ccd_action, output_state
+from .records import NHDU_CARD, RECORD_CARD, CcdWork, plan_ccd
 from .report import Outcome
 
 __all__ = [
@@ -348,27 +349,26 @@ def calibrate_exposure_ccd(
         ``done`` with the CALEXP path, ``skipped`` (current), or ``failed`` with a
         one-line reason naming the file.
     """
+    start = time.perf_counter()
     dataid, calexp, out_path = work.dataid, work.inputs["calexp"], work.output
     extra: dict[str, Any] = {}
     try:
-        digest = config_digest(config)
-        record = work.record(TASK, digest, exposure_inputs(config))
-        row_record = work.record("calibration", digest, row_datasets(config))
-        state, detail = output_state(out_path, record)
-        action = ccd_action(state, work.redo)
-        extra["record"] = record
-        if not action.run:
-            if work.table_record != row_record:
-                extra["row"] = table_row(work, config, row_record, with_sip=True)
+        ccd = plan_ccd(
+            work, TASK, config_digest(config), exposure_inputs(config), row_datasets(config)
+        )
+        extra["record"] = ccd.record
+        if not ccd.action.run:
+            if ccd.row_needed:
+                extra["row"] = table_row(work, config, ccd.row_record, with_sip=True)
             return Outcome(dataid, "skipped", output=out_path, extra=extra)
-        row = table_row(work, config, row_record, with_sip=True)
+        row = table_row(work, config, ccd.row_record, with_sip=True)
         plan = exposure_plan(row, config, str(work.expected.get("skyCorr", "")))
         with _strict_reading(calexp):
             ds = read_exposure(calexp, chunk_rows=chunk_rows)
             image, mask, variance = _read_calibrated(ds, plan, chunk_rows)
         writing_output(
             lambda: _write_calexp(
-                ds, out_path, (image, mask, variance), plan, config, record=record
+                ds, out_path, (image, mask, variance), plan, config, record=ccd.record
             ),
             out_path,
         )
@@ -380,7 +380,7 @@ def calibrate_exposure_ccd(
         if doraise:
             raise
         return Outcome(dataid, "failed", reason=failure_reason(err, calexp))
-    extra.update(row=row, why=action.why + (f" ({detail})" if detail else ""))
+    extra.update(row=row, why=ccd.why, seconds=time.perf_counter() - start)
     if plan.photo:
         extra["cbar"] = plan.cbar
     if plan.uncalibrated:

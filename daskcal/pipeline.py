@@ -21,6 +21,7 @@ task and a visit task are. A run:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -29,11 +30,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from .calexp import config_digest
 from .calib.table import merge_table_rows, row_datasets, table_path, table_records
 from .catalog_job import (
-    calibrate_catalog_ccd,
+    calibrate_catalog_ccds,
     catalog_inputs,
     fragment_path,
     write_visit_parquet,
@@ -45,13 +48,14 @@ from .errors import RunSetupError
 from .exposure_job import calibrate_exposure_ccd, exposure_inputs
 from .provenance import check_and_record
 from .quicklook import thumbnail_path, write_visit_quicklook
-from .records import CcdWork
-from .repo import Repository, RepositoryError
-from .report import Outcome, RunReport
+from .records import CcdWork, plan_ccd
+from .repo import OUTPUT_DATASETS, Repository, RepositoryError
+from .report import Outcome, RunReport, format_table
 from .runs.driver import Call, RunInterrupted, drive, handle_signals, remove_temporaries
+from .runs.listing import Listings, first_existing
 from .runs.lock import RerunLock
 
-__all__ = ["RunOptions", "expand_ids", "output_states", "run_catalog", "run_exposure"]
+__all__ = ["RunOptions", "RunPlan", "expand_ids", "output_states", "run_catalog", "run_exposure"]
 
 log = logging.getLogger("daskcal")
 
@@ -75,6 +79,11 @@ class RunOptions:
         Log progress lines during long runs.
     window : int
         CCD tasks in flight at most (bounds the driver's and the scheduler's memory).
+    group : int
+        CCDs per catalog task (0: one up to 20,000 ids, more beyond; see
+        :func:`group_size`).
+    dry_run : bool
+        Expand and plan only: return a :class:`RunPlan`, write nothing, start no cluster.
     """
 
     redo: bool = False
@@ -84,6 +93,8 @@ class RunOptions:
     no_versions: bool = False
     progress: bool = True
     window: int = 1000
+    group: int = 0
+    dry_run: bool = False
 
 
 def expand_ids(repo: Repository, ids: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -108,35 +119,48 @@ def expand_ids(repo: Repository, ids: Iterable[Mapping[str, Any]]) -> list[dict[
 
 @dataclass(frozen=True)
 class _Job:
-    """What one command does per CCD and per visit.
+    """What one command does per CCD (or group of CCDs) and per visit.
 
-    ``ccd(work)`` and ``visit(visit_id, outcomes)`` give ``(function, args)`` of a task.
+    ``ccds(works)`` and ``visit(visit_id, outcomes)`` give ``(function, args)`` of a task;
+    ``record_inputs`` are the datasets an output's record covers.
     """
 
     task: str
     input: str
     output: str
-    ccd: Callable[[CcdWork], tuple[Callable[..., Outcome], tuple]]
+    record_inputs: tuple[str, ...]
+    ccds: Callable[[list[CcdWork]], tuple[Callable[..., Any], tuple]]
     visit: Callable[[dict, list[Outcome]], tuple[Callable[..., Outcome], tuple]] | None
     visit_kind: str = "visit"
     sip: bool = False
+    group: int = 1  # CCDs per task; 0: chosen from the number of ids (group_size)
 
 
 def _visit_key(dataid: Mapping[str, Any]) -> tuple[int, str, int]:
     return (dataid["tract"], dataid["filter"], dataid["visit"])
 
 
+def group_size(n_ids: int, requested: int = 0, per_task_cap: int = 104) -> int:
+    """CCDs per catalog task: 1 up to 20,000 ids, then enough to keep ~20,000 tasks.
+
+    A scheduler sustains a few thousand tasks a second; 10^6 catalog tasks of ~0.2 s
+    would keep it, not the workers, busy.
+
+    >>> group_size(5_000), group_size(1_000_000), group_size(10, requested=4)
+    (1, 50, 4)
+    """
+    if requested > 0:
+        return requested
+    return max(1, min(per_task_cap, -(-n_ids // 20_000)))
+
+
 class _Run:
     """The state of one run: what is left per visit, table rows to save, the report."""
 
     def __init__(self, job: _Job, repo: Repository, full: list[dict], config, options) -> None:
-        self.job, self.repo, self.full, self.config, self.options = (
-            job,
-            repo,
-            full,
-            config,
-            options,
-        )
+        self.job, self.repo, self.full = job, repo, full
+        self.config, self.options = config, options
+        self.digest = config_digest(config)
         self.report = RunReport(job.task)
         self.left = Counter(_visit_key(d) for d in full)
         self.pointing = {_visit_key(d): d["pointing"] for d in full}
@@ -144,7 +168,10 @@ class _Run:
         self.finished: set[tuple[int, int]] = set()
         self.rows: list[dict[str, Any]] = []
         self.tables: dict[tuple[int, str], dict] = {}
+        self.listings = Listings()
         self.datasets = tuple(dict.fromkeys((job.input, *row_datasets(config))))
+        self.started = False  # a task was handed to the driver (a cluster may run)
+        self.group = job.group or group_size(len(full))
 
     def _table_record(self, dataid: Mapping[str, Any]) -> str:
         key = (dataid["tract"], dataid["filter"])
@@ -158,19 +185,29 @@ class _Run:
         record, sip_ok = self.tables[key].get((dataid["visit"], dataid["ccd"]), ("", False))
         return record if sip_ok or not self.job.sip else ""
 
-    def _work(self, dataid: dict[str, Any]) -> CcdWork | Outcome:
+    def _find(self, dataset: str, dataid: Mapping[str, Any]) -> Path | None:
+        relative = self.repo.relative_path(dataset, dataid)
+        dirs = self.repo.input_dirs
+        if dataset in OUTPUT_DATASETS and self.repo.output_dir != self.repo.input_dir:
+            dirs = [self.repo.output_dir, *dirs]
+        return first_existing([d / relative for d in dirs], self.listings)
+
+    def work(self, dataid: dict[str, Any]) -> CcdWork | Outcome:
         """The task's plain values, or the failed outcome of an id that cannot have one."""
         try:
             out = self.repo.output_path(self.job.output, dataid)
-            found = {name: self.repo.find(name, dataid) for name in self.datasets}
+            found = {name: self._find(name, dataid) for name in self.datasets}
+            expected = {
+                name: str(self.repo.input_dir / self.repo.relative_path(name, dataid))
+                for name, p in found.items()
+                if p is None
+            }
         except (DataIdError, RepositoryError) as err:
             return Outcome(dataid, "failed", reason=str(err))
         if found[self.job.input] is None:
-            where = self.repo.input_path(self.job.input, dataid)
-            return Outcome(dataid, "failed", reason=f"no {self.job.input}: {where}")
-        expected = {
-            name: str(self.repo.input_path(name, dataid)) for name, p in found.items() if p is None
-        }
+            return Outcome(
+                dataid, "failed", reason=f"no {self.job.input}: {expected[self.job.input]}"
+            )
         return CcdWork(
             dataid=dataid,
             inputs={name: str(p) if p else None for name, p in found.items()},
@@ -181,16 +218,65 @@ class _Run:
             table_record=self._table_record(dataid),
         )
 
+    def plan(self, work: CcdWork):
+        """:func:`daskcal.records.plan_ccd` for this run's task and config."""
+        return plan_ccd(
+            work, self.job.task, self.digest, self.job.record_inputs, row_datasets(self.config)
+        )
+
+    def _now(self, outcome: Outcome) -> Iterator[Call]:
+        """Record an outcome found by the driver itself; its visit task follows.
+
+        Before any task was handed out, a visit task runs here (its products are most
+        likely current): a run with nothing to do never starts a cluster.
+        """
+        for call in self.record(outcome):
+            if self.started:
+                yield call
+            else:
+                self.on_outcome(call, call.func(*call.args))
+
+    def _group_call(self, works: list[CcdWork]) -> Call:
+        func, args = self.job.ccds(works)
+        first = works[0].dataid
+        key = f"{self.job.task}-{first['tract']}-{first['visit']}-{first['ccd']}"
+        if len(works) > 1:
+            key += f"+{len(works) - 1}"
+        info = {"dataids": [w.dataid for w in works]} if len(works) > 1 else {}
+        return Call(key, func, args, first, info=info)
+
     def calls(self) -> Iterator[Call]:
-        """The CCD calls (and the visit calls that ids without a task complete)."""
+        """The CCD task calls, in groups of one visit's CCDs.
+
+        Until the first CCD that needs work, the driver checks the CCDs itself and records
+        those with nothing to do as skipped, without a task.
+        """
+        checking = not self.options.redo
+        group: list[CcdWork] = []
         for dataid in self.full:
-            work = self._work(dataid)
+            if group and (
+                len(group) == self.group or _visit_key(group[0].dataid) != _visit_key(dataid)
+            ):
+                self.started = True
+                yield self._group_call(group)
+                group = []
+            work = self.work(dataid)
             if isinstance(work, Outcome):
-                yield from self.record(work)
+                yield from self._now(work)
                 continue
-            func, args = self.job.ccd(work)
-            key = f"{self.job.task}-{dataid['tract']}-{dataid['visit']}-{dataid['ccd']}"
-            yield Call(key, func, args, dataid)
+            if checking:
+                plan = self.plan(work)
+                if plan.nothing_to_do:
+                    extra = {"record": plan.record}
+                    yield from self._now(
+                        Outcome(dataid, "skipped", output=work.output, extra=extra)
+                    )
+                    continue
+                checking = False
+            group.append(work)
+        if group:
+            self.started = True
+            yield self._group_call(group)
 
     def record(self, outcome: Outcome) -> list[Call]:
         """Add an outcome; returns the visit call its visit is now ready for, if any."""
@@ -294,16 +380,68 @@ def output_states(
     return states
 
 
-def _save_report(repo: Repository, report: RunReport, start: float) -> None:
-    report.elapsed = time.monotonic() - start
+_PLAN_COLUMNS = ("no input", "new", "stale", "corrupt", "redo", "up to date", "table rows")
+
+
+@dataclass
+class RunPlan:
+    """What a run would do (``--dry-run``): counts per (tract, filter) and visits."""
+
+    task: str
+    counts: dict[tuple[int, str], Counter]
+    visits: dict[tuple[int, str], set[int]]
+    elapsed: float = 0.0
+
+    def table(self) -> str:
+        """An aligned table: one row per (tract, filter)."""
+        header = ("tract", "filter", "visits", "data ids", *_PLAN_COLUMNS)
+        rows = []
+        for key in sorted(self.counts):
+            c = self.counts[key]
+            cells = [str(c[col]) for col in _PLAN_COLUMNS]
+            ids = sum(c[col] for col in _PLAN_COLUMNS[:-1])
+            rows.append((str(key[0]), key[1], str(len(self.visits[key])), str(ids), *cells))
+        return format_table(header, rows, right=tuple(range(2, len(header))))
+
+    def summary(self) -> str:
+        """One line: what a run would make and skip."""
+        total = Counter()
+        for c in self.counts.values():
+            total.update(c)
+        make = sum(total[k] for k in ("new", "stale", "corrupt", "redo"))
+        return (
+            f"{self.task} dry run: {make} outputs to make, {total['up to date']} up to date, "
+            f"{total['no input']} data ids without input; nothing was written"
+        )
+
+
+def _plan_only(job: _Job, repo: Repository, full: list[dict], config, options) -> RunPlan:
+    run = _Run(job, repo, full, config, options)
+    counts: dict[tuple[int, str], Counter] = {}
+    visits: dict[tuple[int, str], set[int]] = {}
+    for dataid in full:
+        key = (dataid["tract"], dataid["filter"])
+        visits.setdefault(key, set()).add(dataid["visit"])
+        tally = counts.setdefault(key, Counter())
+        work = run.work(dataid)
+        if isinstance(work, Outcome):
+            tally["no input"] += 1
+            continue
+        plan = run.plan(work)
+        tally["up to date" if not plan.action.run else plan.action.why] += 1
+        tally["table rows"] += plan.row_needed
+    return RunPlan(job.task, counts, visits)
+
+
+def _open_report(repo: Repository, report: RunReport) -> None:
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    name = f"{report.task}-{stamp}-{os.getpid()}-{secrets.token_hex(2)}.json"
-    saved = repo.output_dir / "calibrated" / "reports" / name
-    try:
-        report.save(saved)
-        report.path = str(saved)
-    except OSError as err:
-        report.problems.append(f"cannot save the report {saved}: {err.strerror or err}")
+    name = f"{report.task}-{stamp}-{os.getpid()}-{secrets.token_hex(2)}.jsonl"
+    report.open(repo.output_dir / "calibrated" / "reports" / name)
+
+
+def _close_report(report: RunReport, start: float) -> None:
+    report.elapsed = time.monotonic() - start
+    report.close()
     for problem in report.problems:
         log.error("%s", problem)
     if report.failed:
@@ -334,6 +472,10 @@ def _run(
     start = time.monotonic()
     with handle_signals():
         full = expand_ids(repo, ids)
+        if options.dry_run:
+            plan = _plan_only(job, repo, full, config, options)
+            plan.elapsed = time.monotonic() - start
+            return plan
         _prepare_output(repo)
         with RerunLock(repo.output_dir, job.task):
             try:
@@ -351,24 +493,27 @@ def _run(
                 ) from None
             remove_temporaries(repo.output_dir / "calibrated")
             run = _Run(job, repo, full, config, options)
+            _open_report(repo, run.report)
             try:
-                with dask_client(execution, len(full)) as client:
-                    drive(
+                with contextlib.ExitStack() as stack:
+                    ran = drive(
                         run.calls(),
                         run.on_outcome,
-                        client=client,
+                        connect=lambda: stack.enter_context(dask_client(execution, len(full))),
                         window=options.window,
                         doraise=options.doraise,
                         label=job.task if options.progress else "",
                         total=len(full),
                     )
+                if not ran:
+                    log.info("%s: nothing to do, every output is up to date", job.task)
             except RunInterrupted as interrupt:
                 run.interrupted(interrupt.signum)
                 interrupt.report = run.report
                 raise
             finally:
                 run.save_rows()
-                _save_report(repo, run.report, start)
+                _close_report(run.report, start)
     return run.report
 
 
@@ -410,15 +555,23 @@ def run_catalog(
     work_dir = calibrated / ".work" / "src-fragments"
     parquet_root = calibrated / "parquet" / "src"
 
-    def ccd(work: CcdWork):
-        fragment = str(fragment_path(work_dir, work.dataid))
-        return calibrate_catalog_ccd, (work, fragment, config, options.doraise)
+    def ccds(works: list[CcdWork]):
+        fragments = [str(fragment_path(work_dir, w.dataid)) for w in works]
+        return calibrate_catalog_ccds, (works, fragments, config, options.doraise)
 
     def visit(visit_id, outcomes):
         args = (str(parquet_root), str(work_dir), str(calibrated), visit_id, outcomes)
         return write_visit_parquet, args
 
-    job = _Job("calibrateCatalog", "src", "calibrated_src", catalog_inputs(config), ccd, visit)
+    job = _Job(
+        "calibrateCatalog",
+        "src",
+        "calibrated_src",
+        catalog_inputs(config),
+        ccds,
+        visit,
+        group=options.group,
+    )
     return _run(job, repo, ids, config, execution, options)
 
 
@@ -453,7 +606,8 @@ def run_exposure(
     calibrated = repo.output_dir / "calibrated"
     thumbs = calibrated / ".work" / "quicklook"
 
-    def ccd(work: CcdWork):
+    def ccds(works: list[CcdWork]):
+        (work,) = works
         thumb = str(thumbnail_path(thumbs, work.dataid)) if quicklook else ""
         return calibrate_exposure_ccd, (work, config, options.doraise, chunk_rows, thumb)
 
@@ -464,7 +618,8 @@ def run_exposure(
         "calibrateExposure",
         "calexp",
         "calibrated_exp",
-        ccd,
+        exposure_inputs(config),
+        ccds,
         visit if quicklook else None,
         visit_kind="quicklook",
         sip=True,

@@ -186,6 +186,8 @@ def _recorded_members(png: Path) -> str | None:
     """The CALEXP records a quick-look was drawn from (its PNG text), or None."""
     from PIL import Image
 
+    if not png.is_file():
+        return None
     try:
         with Image.open(png) as image:
             return image.text.get(_MEMBERS_KEY)

@@ -30,11 +30,13 @@ __all__ = [
     "NHDU_CARD",
     "RECORD_CARD",
     "Action",
+    "CcdPlan",
     "CcdWork",
     "ccd_action",
     "file_identity",
     "make_record",
     "output_state",
+    "plan_ccd",
     "read_record",
 ]
 
@@ -178,3 +180,52 @@ class CcdWork:
     def expected_paths(self) -> dict[str, Path]:
         """Where absent inputs were looked for, as paths."""
         return {name: Path(p) for name, p in self.expected.items()}
+
+
+@dataclass(frozen=True)
+class CcdPlan:
+    """What a run does with one CCD, decided from its output and its table row.
+
+    Attributes
+    ----------
+    record, row_record : str
+        The record its output would get now, and that of its calibration-table row.
+    state, detail : str
+        The output's state (:func:`output_state`) and why.
+    action : Action
+        Whether the output is (re)made.
+    row_needed : bool
+        Whether the table's row is not the one it would get now.
+    """
+
+    record: str
+    row_record: str
+    state: str
+    detail: str
+    action: Action
+    row_needed: bool
+
+    @property
+    def why(self) -> str:
+        """Why the output is made, e.g. ``stale (made from other inputs ...)``."""
+        return self.action.why + (f" ({self.detail})" if self.detail else "")
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """The output is current and so is its table row."""
+        return not self.action.run and not self.row_needed
+
+
+def plan_ccd(
+    work: CcdWork,
+    task: str,
+    config_digest: str,
+    output_datasets: tuple[str, ...],
+    row_datasets: tuple[str, ...],
+) -> CcdPlan:
+    """The plan for one CCD: the records it would write and what to (re)make."""
+    record = work.record(task, config_digest, output_datasets)
+    row_record = work.record("calibration", config_digest, row_datasets)
+    state, detail = output_state(work.output, record)
+    action = ccd_action(state, work.redo)
+    return CcdPlan(record, row_record, state, detail, action, work.table_record != row_record)

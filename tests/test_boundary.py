@@ -478,7 +478,7 @@ def test_config_file_must_be_a_small_regular_utf8_file(capsys, tmp_path, pristin
         read_config_file(tmp_path)
     deep = tmp_path / "deep.py"
     deep.write_text("config.sipOrder = " + "-" * 100_000 + "1\n")
-    with pytest.raises(ConfigError, match="deep.py: a value is nested too deeply"):
+    with pytest.raises(ConfigError, match="deep.py: config sipOrder: value of 100001 characters"):
         read_config_file(deep)
     link = tmp_path / "link.py"
     (tmp_path / "real.py").write_text("config.sipOrder = 3\n")

@@ -18,6 +18,7 @@ from daskcal.config import CalibrateConfig
 from daskcal.graph import calibrated_catalogs
 from daskcal.io.catalog import read_catalog
 from daskcal.repo import Repository
+from daskcal.report import read_report
 
 ID = ["--id", f"visit={VISIT}", f"tract={TRACT}"]
 JOINTCAL = ["-c", "externalPhotoCalibName=jointcal"]
@@ -136,9 +137,7 @@ def test_truncated_and_missing_inputs_fail_alone(repo_root, capsys):
     assert "SRC-0023900-090.fits" in lines["90"]
     assert "no src" in lines["49"] and "SRC-0023900-049.fits" in lines["49"]
     assert calsrc(repo_root, 37).exists() and not calsrc(repo_root, 90).exists()
-    report = json.loads(
-        next((repo_root / "rerun/cal/calibrated/reports").glob("*.json")).read_text()
-    )
+    report = read_report(next((repo_root / "rerun/cal/calibrated/reports").glob("*.jsonl")))
     assert {o["dataid"]["ccd"]: o["status"] for o in report["outcomes"] if o["kind"] == "ccd"} == {
         37: "done",
         49: "failed",

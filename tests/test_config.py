@@ -9,7 +9,7 @@ import pytest
 from daskcal.cluster import ExecutionOptions, walltime
 from daskcal.config import CalibrateConfig, ConfigError, parse_overrides, read_config_file
 from daskcal.provenance import ProvenanceError, check_and_record, package_versions
-from daskcal.report import Outcome, RunReport
+from daskcal.report import Outcome, RunReport, read_report
 
 
 def test_defaults_are_hscpipe8():
@@ -98,8 +98,9 @@ def test_report_table_and_exit_code(tmp_path):
     assert lines[1].split()[:3] == ["1", "3", "failed"]
     assert "missing jointcal_wcs" in lines[1]
     assert report.summary().endswith("1 done, 0 skipped, 1 failed")
-    report.save(tmp_path / "r.json")
-    assert json.loads((tmp_path / "r.json").read_text())["outcomes"][1]["status"] == "failed"
+    report.save(tmp_path / "r.jsonl")
+    saved = read_report(tmp_path / "r.jsonl")
+    assert saved["outcomes"][1]["status"] == "failed" and saved["complete"]
     with pytest.raises(ValueError):
         Outcome({}, "maybe")
 

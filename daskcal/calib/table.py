@@ -24,16 +24,19 @@ from ..config import CalibrateConfig
 from ..io.atomic import atomic_write
 from ..io.fitsfile import open_fits
 from .boundedfield import bounded_field_from_dict
-from .photocalib import PhotoCalib, read_photocalib
-from .skywcs import SkyWcs, read_skywcs
+from .photocalib import PhotoCalib, read_photocalib, validate_photocalib
+from .skywcs import SkyWcs, read_skywcs, validate_skywcs
 
 __all__ = [
     "calibration_row",
     "calibration_table",
     "calibrations_from_row",
     "fgcm_table_rows",
+    "merge_table_rows",
     "read_calibration_table",
+    "row_datasets",
     "table_path",
+    "table_records",
     "write_calibration_table",
 ]
 
@@ -44,6 +47,68 @@ AB_ZEROPOINT = 31.4  # mag of 1 nJy
 def table_path(output_dir: Path, tract: int, filt: str) -> Path:
     """Where a table is saved: ``<rerun>/calibrated/<tract %04d>/calib-<filter>.parquet``."""
     return Path(output_dir) / "calibrated" / f"{tract:04d}" / f"calib-{filt}.parquet"
+
+
+def row_datasets(config: CalibrateConfig) -> tuple[str, ...]:
+    """The datasets a calibration-table row is read from under ``config``."""
+    return (
+        "calexp",
+        "skyCorr",
+        f"{config.externalPhotoCalibName}_photoCalib",
+        f"{config.externalSkyWcsName}_wcs",
+    )
+
+
+def table_records(path: Path) -> dict[tuple[int, int], tuple[str, bool]]:
+    """(visit, ccd) -> (``row_record``, has its TAN-SIP cards) of a saved table's rows.
+
+    Only small columns are read. Rows saved before rows had records get "".
+    """
+    import pyarrow.parquet as pq
+
+    if not Path(path).exists():
+        return {}
+    names = set(pq.read_schema(path).names)
+    wanted = [c for c in ("visit", "ccd", "row_record", "sip_ok") if c in names]
+    table = pq.read_table(path, columns=wanted).to_pydict()
+    n = len(table["visit"])
+    records = table.get("row_record", [""] * n)
+    sip = table.get("sip_ok", [False] * n)
+    return {
+        (int(v), int(c)): (r or "", bool(ok))
+        for v, c, r, ok in zip(table["visit"], table["ccd"], records, sip, strict=True)
+    }
+
+
+def merge_table_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Save new rows into a table file, replacing the rows of the same (visit, ccd).
+
+    A new row without TAN-SIP cards (a catalog run) keeps those of the row it replaces
+    when both were made from the same inputs (same ``row_record``), so that a catalog
+    run after an exposure run does not drop them.
+    """
+    new = pd.DataFrame(rows)
+    if Path(path).exists():
+        old = read_calibration_table(path)
+        key_old = pd.MultiIndex.from_frame(old[["visit", "ccd"]])
+        key_new = pd.MultiIndex.from_frame(new[["visit", "ccd"]])
+        if "row_record" in old and "sip_header" in old:
+            previous = old.set_index(["visit", "ccd"])
+            matched = previous.reindex(key_new)
+            keep = (
+                (new["sip_header"].fillna("") == "").to_numpy()
+                & (matched["row_record"].to_numpy() == new["row_record"].to_numpy())
+                & (matched["sip_header"].fillna("").to_numpy() != "")
+            )
+            for column in ("sip_header", "sip_max_error_mas"):
+                if column in previous and column in new:
+                    new.loc[keep, column] = matched[column].to_numpy()[keep]
+        kept = old[~key_old.isin(key_new)]
+        if len(kept):
+            new = pd.concat([kept, new], ignore_index=True)
+    new = new.sort_values(["visit", "ccd"], kind="stable", ignore_index=True)
+    new["sip_ok"] = (new["sip_header"].fillna("") != "") | (new["wcs_ast"].fillna("") == "")
+    return write_calibration_table(new, path)
 
 
 def _photocalib_columns(pc: PhotoCalib | None) -> dict[str, Any]:
@@ -111,15 +176,19 @@ def calibration_row(
     config : CalibrateConfig
         Selects the photometric and astrometric products.
     with_sip : bool
-        Also fit the TAN-SIP approximation (``sipOrder``/``sipSpacing``).
+        Also fit the TAN-SIP approximation (``sipOrder``/``sipSpacing``), refused beyond
+        ``sipMaxError``; its maximum error goes into ``sip_max_error_mas`` (NaN if none).
     expected : mapping of dataset name to Path, optional
         Where absent products were looked for, named in the ``missing`` messages.
 
     Returns
     -------
     dict
-        The row; ``missing`` and ``errors`` say what could not be had (one message per
-        product, ``; ``-separated), so one bad CCD never stops the others.
+        The row; ``missing`` names the absent products, ``errors`` those that are present
+        but unreadable or invalid (:func:`~daskcal.calib.photocalib.validate_photocalib`,
+        :func:`~daskcal.calib.skywcs.validate_skywcs` over the CCD box, a TAN-SIP fit over
+        ``sipMaxError``), one message per product naming its file, ``; ``-separated, so one
+        bad CCD never stops the others. An invalid product's columns are left empty (NaN).
     """
     row: dict[str, Any] = {k: dataid.get(k) for k in ID_COLUMNS}
     expected = expected or {}
@@ -134,9 +203,22 @@ def calibration_row(
         try:
             return reader(path)
         except Exception as err:  # one unreadable product must not stop the table
-            text = " ".join(str(err).split())
-            errors.append(f"{name}: {text}" if str(path) in text else f"{name}: {path}: {text}")
+            _error(name, err)
             return None
+
+    def _error(name: str, err: Exception) -> None:
+        path = paths.get(name)
+        text = " ".join(str(err).split()) or type(err).__name__
+        errors.append(f"{name}: {text}" if str(path) in text else f"{name}: {path}: {text}")
+
+    def _valid(name: str, validate, product, bbox):
+        """``product`` if it passes ``validate``; None (and an error) if not."""
+        try:
+            validate(product, bbox)
+        except Exception as err:
+            _error(name, err)
+            return None
+        return product
 
     photo_name = f"{config.externalPhotoCalibName}_photoCalib"
     wcs_name = f"{config.externalSkyWcsName}_wcs"
@@ -145,26 +227,38 @@ def calibration_row(
         pc = _read(photo_name, read_photocalib, missing)
     if config.doApplyExternalSkyWcs:
         wcs = _read(wcs_name, read_skywcs, missing)
+    bbox = _read("calexp", _exposure_bbox, [])
+    if bbox is None and pc is not None and pc.field is not None and not pc.field.bbox.is_empty:
+        bbox = tuple(int(v) for v in pc.field.bbox)
+    if pc is not None:
+        pc = _valid(photo_name, validate_photocalib, pc, bbox)
+    if wcs is not None and bbox is not None:  # without a box there is nowhere to check it
+        wcs = _valid(wcs_name, validate_skywcs, wcs, bbox)
     row["photo_source"] = config.externalPhotoCalibName
     row["photocalib_path"] = str(paths.get(photo_name) or "")
     row.update(_photocalib_columns(pc))
     row["wcs_path"] = str(paths.get(wcs_name) or "")
     row["wcs_ast"] = "" if wcs is None else wcs.ast_text
     row["skycorr_path"] = str(paths.get("skyCorr") or "")
-    bbox = _read("calexp", _exposure_bbox, [])
-    if bbox is None and pc is not None and pc.field is not None and not pc.field.bbox.is_empty:
-        bbox = tuple(int(v) for v in pc.field.bbox)
     row["bbox"] = list(bbox) if bbox else None
     geometry = {"ra": math.nan, "dec": math.nan, "ra_corners": None, "dec_corners": None}
     if wcs is not None and bbox is not None:
         geometry = _sky_geometry(wcs, bbox)
     row.update(geometry)
     row["sip_header"] = ""
+    row["sip_max_error_mas"] = math.nan
     if with_sip and wcs is not None and bbox is not None:
-        from .sip import fit_tan_sip, sip_header
+        from .sip import fit_tan_sip_checked, sip_header
 
-        approx = fit_tan_sip(wcs, bbox, order=config.sipOrder, spacing=config.sipSpacing)
-        row["sip_header"] = sip_header(approx).tostring(sep="\n")
+        try:
+            approx, sip_error = fit_tan_sip_checked(
+                wcs, bbox, config.sipOrder, config.sipSpacing, config.sipMaxError
+            )
+        except Exception as err:
+            _error(wcs_name, err)
+        else:
+            row["sip_header"] = sip_header(approx).tostring(sep="\n")
+            row["sip_max_error_mas"] = sip_error
     row["missing"] = "; ".join(missing)
     row["errors"] = "; ".join(errors)
     return row

@@ -14,11 +14,11 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 from astropy.io import fits
 
 from .afwtable import card_key
+from .fitsfile import open_regular
 
 __all__ = [
     "NHDU_KEY",
@@ -94,8 +94,8 @@ def fits_problem(path: str | os.PathLike, expected_hdus: int | None = None) -> s
         A short reason ("truncated: ..." or "not FITS: ...") or None.
     """
     try:
-        size = os.stat(path).st_size
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
             offset = hdus = 0
             while offset < size and hdus < MAX_HDUS:
                 values, length, _ = _read_header(handle, offset, size)
@@ -142,9 +142,8 @@ def primary_cards(path: str | os.PathLike, keys: tuple[str, ...]) -> dict[str, o
     Missing cards are left out; an unreadable file gives an empty dict.
     """
     try:
-        size = os.stat(path).st_size
-        with open(path, "rb") as handle:
-            _, _, raw = _read_header(handle, 0, size)
+        with open_regular(path) as handle:
+            _, _, raw = _read_header(handle, 0, os.fstat(handle.fileno()).st_size)
         header = fits.Header.fromstring(raw)
     except (OSError, ValueError):
         return {}
@@ -156,8 +155,9 @@ def parquet_problem(path: str | os.PathLike) -> str | None:
     import pyarrow.parquet as pq
 
     try:
-        size = os.stat(path).st_size
-        meta = pq.read_metadata(Path(path))
+        with open_regular(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            meta = pq.read_metadata(handle)
         for i in range(meta.num_row_groups):
             group = meta.row_group(i)
             for j in range(group.num_columns):

@@ -16,6 +16,7 @@ one that exits with status 0, which would let ``calibrate... && next_step`` go o
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import re
@@ -84,7 +85,11 @@ def handle_signals() -> Iterator[None]:
 
 @dataclass
 class Call:
-    """One task: ``func(*args)`` returning an :class:`Outcome` for ``dataid``."""
+    """One task: ``func(*args)`` returning an :class:`Outcome` for ``dataid``.
+
+    A task over a group of CCDs returns a list of outcomes; ``info["dataids"]`` lists
+    them (so that a task that dies fails each of them).
+    """
 
     key: str
     func: Callable[..., Outcome]
@@ -94,7 +99,7 @@ class Call:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _failure(call: Call, err: BaseException) -> Outcome:
+def _failure(call: Call, err: BaseException) -> Outcome | list[Outcome]:
     name = type(err).__name__
     if name == "KilledWorker":
         reason = (
@@ -103,6 +108,9 @@ def _failure(call: Call, err: BaseException) -> Outcome:
         )
     else:
         reason = f"{name}: {' '.join(str(err).split())}"
+    members = call.info.get("dataids")
+    if members:
+        return [Outcome(d, "failed", reason=reason, kind=call.kind) for d in members]
     return Outcome(call.dataid, "failed", reason=reason, kind=call.kind)
 
 
@@ -196,32 +204,46 @@ def drive(
     calls: Iterable[Call],
     on_outcome: Callable[[Call, Outcome], Iterable[Call]],
     *,
-    client=None,
+    connect: Callable[[], Any] = lambda: None,
     window: int = 1000,
     doraise: bool = False,
     label: str = "run",
     total: int = 0,
-) -> None:
-    """Run CCD ``calls`` with at most ``window`` in flight; hand each outcome on.
+) -> bool:
+    """Run ``calls`` with at most ``window`` in flight; hand each outcome on.
 
     Parameters
     ----------
     calls : iterable of Call
-        The per-CCD calls (consumed lazily).
+        The calls (consumed lazily); a call's function returns an :class:`Outcome` or a
+        list of them (a group of CCDs).
     on_outcome : callable
-        Called with each finished call and its outcome, in completion order; returns
-        further calls to run (visit products), which do not count against the window.
-    client : distributed.Client, optional
-        Where to run; None runs in this process.
+        Called with each finished call and each of its outcomes, in completion order;
+        returns further calls to run (visit products), which do not count against the
+        window.
+    connect : callable
+        Returns the ``distributed.Client`` to run on (None: in this process); called at
+        the first call only, so that a run with nothing to do starts no cluster.
     window : int
-        CCD calls in flight at most (bounds the driver's and the scheduler's memory).
+        Calls from ``calls`` in flight at most (bounds the driver's and the scheduler's
+        memory).
     doraise : bool
-        Let a task's exception propagate instead of failing its data id.
+        Let a task's exception propagate instead of failing its data ids.
     label, total : str, int
-        For the progress lines.
+        For the progress lines ("" for none).
+
+    Returns
+    -------
+    bool
+        Whether any call was run (a cluster was asked for).
     """
-    executor = _InProcess(doraise) if client is None else _OnClient(client, doraise)
     source = iter(calls)
+    first = next(source, None)
+    if first is None:
+        return False
+    client = connect()
+    executor = _InProcess(doraise) if client is None else _OnClient(client, doraise)
+    source = itertools.chain([first], source)
     progress = _Progress(label, total)
     window = max(1, window)
     in_flight = 0
@@ -238,14 +260,16 @@ def drive(
 
     try:
         refill()
-        for call, outcome in executor.completed():
+        for call, result in executor.completed():
             in_flight -= bool(call.info.get("from_source"))
-            progress.update(outcome)
-            for more in on_outcome(call, outcome):
-                executor.submit(more)
+            for outcome in result if isinstance(result, list) else [result]:
+                progress.update(outcome)
+                for more in on_outcome(call, outcome):
+                    executor.submit(more)
             refill()
     finally:
         executor.cancel()
+    return True
 
 
 def remove_temporaries(folder: str | os.PathLike) -> int:
