@@ -339,8 +339,7 @@ def print_report(report: Any) -> int:
     """Print the failures and the summary of a run; returns its exit code."""
     shown = report.failed[:50] + report.flagged[:50]
     if shown:
-        lines = report.table().splitlines()
-        print("\n".join(lines[: 1 + len(shown)]))
+        print(report.table(outcomes=shown))
         if len(report.failed) > 50:
             print(f"... and {len(report.failed) - 50} more failures (see the report)")
     for problem in report.problems:

@@ -142,12 +142,16 @@ class RunReport:
             text += f"; interrupted by {signal.Signals(self.interrupted).name}"
         return text
 
-    def table(self, keys: tuple[str, ...] = ("visit", "ccd")) -> str:
-        """Aligned text table, failures first."""
+    def table(
+        self, keys: tuple[str, ...] = ("visit", "ccd"), outcomes: list[Outcome] | None = None
+    ) -> str:
+        """Aligned text table of ``outcomes`` (default: all), failures first."""
         order = {"failed": 0, "done": 1, "skipped": 2}
         rows = [
             (*(str(o.dataid.get(k, "")) for k in keys), o.status, _detail(o))
-            for o in sorted(self.outcomes, key=lambda o: order[o.status])
+            for o in sorted(
+                self.outcomes if outcomes is None else outcomes, key=lambda o: order[o.status]
+            )  # fmt: skip
         ]
         header = (*keys, "status", "reason / output")
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(keys) + 1)]

@@ -417,3 +417,54 @@ def test_records_are_in_the_primary_header(root):
 
     header = fits.getheader(outputs(root)[0])
     assert RECORD_CARD in header and NHDU_CARD in header
+
+
+def test_a_truncated_calexp_output_is_redone(root):
+    assert exposure(root, "-c", "doApplySkyCorr=False") == 0
+    path = outputs(root, "CALEXP")[50]
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) - 2880])
+    assert exposure(root, "-c", "doApplySkyCorr=False") == 0
+    assert statuses(last_report(root)) == {0: "skipped", 1: "skipped", 50: "done"}
+    assert fits_problem(path, read_record(path)[1]) is None
+
+
+def test_a_full_disk_at_the_start_is_one_line(root, monkeypatch, capsys):
+    import daskcal.provenance as provenance
+
+    def full(path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(provenance, "atomic_write", full)
+    assert catalog(root) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("daskcal: error: cannot record the configuration in")
+    assert "No space left on device" in err and len(err.splitlines()) == 1
+    assert not (calibrated(root).parent / LOCK_NAME).exists()
+
+
+def test_flagged_ccds_are_in_the_summary_and_the_report(root, capsys):
+    wcs = next((root / "rerun/demo").glob("jointcal-results/*/*/jointcal_wcs-0001228-001.fits"))
+    wcs.unlink()
+    assert catalog(root, "-c", "onMissingCalibration=flag") == 0
+    out = capsys.readouterr().out
+    assert "(1 flagged uncalibrated)" in out and "flagged uncalibrated (no jointcal_wcs" in out
+    flagged = [o for o in last_report(root)["outcomes"] if o["extra"].get("uncalibrated")]
+    assert [o["dataid"]["ccd"] for o in flagged] == [1]
+
+
+def test_the_lazy_api_refuses_a_table_in_another_order(pristine):
+    from daskcal.calib.table import calibration_table
+    from daskcal.config import CalibrateConfig
+    from daskcal.graph import calibrated_catalogs, calibrated_exposures
+    from daskcal.repo import Repository
+
+    repo = Repository(pristine, rerun="demo")
+    ids = repo.expand([{"tract": 0}])
+    table = calibration_table(repo, ids, CalibrateConfig())
+    shuffled = table.iloc[::-1].reset_index(drop=True)
+    with pytest.raises(ValueError, match="row 0 is ccd=50, but data id 0 is visit=1228 ccd=0"):
+        calibrated_catalogs(repo, ids, table=shuffled)
+    with pytest.raises(ValueError, match="2 rows for 3 data ids"):
+        calibrated_exposures(repo, ids, table=table.iloc[:2])
+    assert calibrated_catalogs(repo, ids, table=table).npartitions == len(ids)
