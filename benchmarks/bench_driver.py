@@ -3,7 +3,7 @@
 Fabricates repositories cheaply: one small demo CCD is generated, then a registry of N
 CCD-visits (100 CCDs a visit, visits alternating HSC-G / HSC-I, one pointing per visit)
 whose input files (src, calexp, jointcal_wcs, the tract FGCM photoCalib) are hard links to
-that CCD's files. For each size it runs ``calibrateCatalog.py --dry-run`` in a fresh
+that CCD's files (to a fresh copy every 50,000 links: file systems cap links per file). For each size it runs ``calibrateCatalog.py --dry-run`` in a fresh
 process (expand, plan every output, print the counts; no cluster) and reports the driver
 time per id and the driver's peak resident memory; for the sizes given to ``--real`` it
 runs ``calibrateCatalog.py --batch-type=smp --cores=2`` and reports the wall time, the work
@@ -34,6 +34,7 @@ from daskcal.report import read_report
 
 HERE = Path(__file__).resolve().parent
 CCDS_PER_VISIT = 100
+LINKS_PER_COPY = 50_000
 DATASETS = {  # name -> (template under the rerun, file of the base CCD)
     "src": "{pointing:05d}/{filter}/output/SRC-{visit:07d}-{ccd:03d}.fits",
     "calexp": "{pointing:05d}/{filter}/corr/CORR-{visit:07d}-{ccd:03d}.fits",
@@ -77,12 +78,21 @@ def fabricate(work: Path, n: int) -> Path:
             if target.parent not in made:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 made.add(target.parent)
+            if i % LINKS_PER_COPY == 0:  # a file system allows ~65,000 links per file
+                sources[name] = _fresh_copy(sources[name], rerun.parent / "pool", i)
             os.link(sources[name], target)
     with sqlite3.connect(root / "registry.sqlite3") as db:
         db.execute("CREATE TABLE raw (field TEXT, visit INT, ccd INT, pointing INT, filter TEXT)")
         db.executemany("INSERT INTO raw VALUES (?, ?, ?, ?, ?)", rows)
     db.close()
     return root
+
+
+def _fresh_copy(source: Path, pool: Path, i: int) -> Path:
+    pool.mkdir(exist_ok=True)
+    copy = pool / f"{i}-{source.name}"
+    shutil.copy2(source, copy)
+    return copy
 
 
 def _peak_rss(pid: int, stop: threading.Event, out: list[float]) -> None:

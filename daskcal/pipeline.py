@@ -30,7 +30,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .calexp import config_digest
@@ -169,7 +168,10 @@ class _Run:
         self.rows: list[dict[str, Any]] = []
         self.tables: dict[tuple[int, str], dict] = {}
         self.listings = Listings()
+        self.folders: dict = {}  # output folders proven inside the output rerun
+        self.input_dirs = [str(d) for d in repo.input_dirs]
         self.datasets = tuple(dict.fromkeys((job.input, *row_datasets(config))))
+        self.templates = {name: repo.template(name) for name in self.datasets}
         self.started = False  # a task was handed to the driver (a cluster may run)
         self.group = job.group or group_size(len(full))
 
@@ -185,32 +187,39 @@ class _Run:
         record, sip_ok = self.tables[key].get((dataid["visit"], dataid["ccd"]), ("", False))
         return record if sip_ok or not self.job.sip else ""
 
-    def _find(self, dataset: str, dataid: Mapping[str, Any]) -> Path | None:
-        relative = self.repo.relative_path(dataset, dataid)
-        dirs = self.repo.input_dirs
+    def _find(self, dataset: str, relative: str) -> str | None:
+        dirs = self.input_dirs
         if dataset in OUTPUT_DATASETS and self.repo.output_dir != self.repo.input_dir:
-            dirs = [self.repo.output_dir, *dirs]
-        return first_existing([d / relative for d in dirs], self.listings)
+            dirs = [str(self.repo.output_dir), *dirs]
+        return first_existing([f"{d}/{relative}" for d in dirs], self.listings)
+
+    def _relative(self, dataid: Mapping[str, Any]) -> dict[str, str]:
+        """Input paths relative to a rerun (templates filled as strings: no Path objects)."""
+        try:
+            return {name: self.templates[name] % dataid for name in self.datasets}
+        except (KeyError, TypeError):  # let Repository say what is wrong
+            return {name: str(self.repo.relative_path(name, dataid)) for name in self.datasets}
 
     def work(self, dataid: dict[str, Any]) -> CcdWork | Outcome:
         """The task's plain values, or the failed outcome of an id that cannot have one."""
         try:
-            out = self.repo.output_path(self.job.output, dataid)
-            found = {name: self._find(name, dataid) for name in self.datasets}
-            expected = {
-                name: str(self.repo.input_dir / self.repo.relative_path(name, dataid))
-                for name, p in found.items()
-                if p is None
-            }
+            out = self.repo.output_path(self.job.output, dataid, checked=self.folders)
+            relative = self._relative(dataid)
         except (DataIdError, RepositoryError) as err:
             return Outcome(dataid, "failed", reason=str(err))
+        found = {name: self._find(name, path) for name, path in relative.items()}
+        expected = {
+            name: f"{self.repo.input_dir}/{relative[name]}"
+            for name, p in found.items()
+            if p is None
+        }
         if found[self.job.input] is None:
             return Outcome(
                 dataid, "failed", reason=f"no {self.job.input}: {expected[self.job.input]}"
             )
         return CcdWork(
             dataid=dataid,
-            inputs={name: str(p) if p else None for name, p in found.items()},
+            inputs=found,
             expected=expected,
             output=str(out),
             root=str(self.repo.root),

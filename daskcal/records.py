@@ -53,7 +53,12 @@ def file_identity(path: str | os.PathLike | None, root: str | os.PathLike) -> li
         st = os.stat(path)
     except OSError:
         return None
-    return [os.path.relpath(path, root), st.st_size, st.st_mtime_ns]
+    path, root = os.fspath(path), os.fspath(root).rstrip(os.sep)
+    if path.startswith(root + os.sep):
+        relative = path[len(root) + 1 :]
+    else:
+        relative = os.path.relpath(path, root)
+    return [relative, st.st_size, st.st_mtime_ns]
 
 
 def make_record(

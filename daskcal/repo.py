@@ -246,8 +246,13 @@ class Repository:
         """The found path, or where it would be in the input rerun (for messages)."""
         return self.find(dataset, dataid) or self.input_dir / self.relative_path(dataset, dataid)
 
-    def output_path(self, dataset: str, dataid: Mapping[str, Any]) -> Path:
+    def output_path(
+        self, dataset: str, dataid: Mapping[str, Any], *, checked: dict | None = None
+    ) -> Path:
         """Where a dataset is written: under the output rerun, proven to stay there.
+
+        ``checked``: a dict in which the verdict on each folder is kept, for a caller that
+        asks for many outputs at once (a run); None checks every time.
 
         Raises
         ------
@@ -256,7 +261,7 @@ class Repository:
             whose values were not checked, or a symlinked folder leading elsewhere).
         """
         path = self.output_dir / self.relative_path(dataset, dataid)
-        if not _resolves_inside(path, self.output_dir):
+        if not _folder_inside(path, self.output_dir, checked):
             raise RepositoryError(
                 f"{format_id(dataid)}: the {dataset} path {_one_line(str(path))} resolves "
                 f"outside the output rerun {self.output_dir}"
@@ -563,6 +568,17 @@ def _row_text(row: Mapping[str, Any]) -> str:
         text = repr(value)
         cells.append(f"{key}={text if len(text) <= 40 else text[:37] + '...'}")
     return " ".join(cells)
+
+
+def _folder_inside(path: Path, base: Path, checked: dict | None) -> bool:
+    """:func:`_resolves_inside`, remembered per folder in ``checked`` when one is given."""
+    if checked is None:
+        return _resolves_inside(path, base)
+    if path.parent not in checked:
+        if len(checked) > 4096:
+            checked.clear()
+        checked[path.parent] = _resolves_inside(path.parent, base) or path.parent == base
+    return checked[path.parent] and path.name not in ("", ".", "..")
 
 
 def _resolves_inside(path: Path, base: Path) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from pathlib import Path
 
 __all__ = ["Listings", "first_existing"]
 
@@ -59,6 +58,6 @@ class Listings:
         self._names.pop(os.fspath(folder), None)
 
 
-def first_existing(candidates: list[Path], listings: Listings) -> Path | None:
+def first_existing(candidates: list[str], listings: Listings) -> str | None:
     """The first of ``candidates`` that exists, by the listings."""
     return next((c for c in candidates if listings.exists(c)), None)
