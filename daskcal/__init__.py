@@ -11,46 +11,51 @@ The public API::
     pc = daskcal.read_photocalib(path); wcs = daskcal.read_skywcs(path)
 """
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
-
-from .calib.background import read_background
-from .calib.photocalib import PhotoCalib, read_photocalib
-from .calib.skywcs import SkyWcs, read_skywcs
-from .calib.table import calibration_table
-from .collections import open_catalogs, open_exposures
-from .config import CalibrateConfig
-from .dataid import DataIdError, format_id, parse_id, parse_ids
-from .graph import calibrated_catalogs, calibrated_exposures
-from .io.catalog import read_catalog, write_catalog
-from .io.exposure import read_exposure, write_exposure
-from .repo import Repository, RepositoryError
 
 try:
     __version__ = version("daskcal")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
-__all__ = [
-    "CalibrateConfig",
-    "DataIdError",
-    "PhotoCalib",
-    "Repository",
-    "RepositoryError",
-    "SkyWcs",
-    "__version__",
-    "calibrated_catalogs",
-    "calibrated_exposures",
-    "calibration_table",
-    "format_id",
-    "open_catalogs",
-    "open_exposures",
-    "parse_id",
-    "parse_ids",
-    "read_background",
-    "read_catalog",
-    "read_exposure",
-    "read_photocalib",
-    "read_skywcs",
-    "write_catalog",
-    "write_exposure",
-]
+#: Public name -> the module that defines it. Modules are imported on first use, so that
+#: ``import daskcal`` (or ``import daskcal.dataid``) does not import dask, xarray or scipy.
+_EXPORTS = {
+    "CalibrateConfig": "config",
+    "DataIdError": "dataid",
+    "PhotoCalib": "calib.photocalib",
+    "Repository": "repo",
+    "RepositoryError": "repo",
+    "SkyWcs": "calib.skywcs",
+    "calibrated_catalogs": "graph",
+    "calibrated_exposures": "graph",
+    "calibration_table": "calib.table",
+    "format_id": "dataid",
+    "open_catalogs": "collections",
+    "open_exposures": "collections",
+    "parse_id": "dataid",
+    "parse_ids": "dataid",
+    "read_background": "calib.background",
+    "read_catalog": "io.catalog",
+    "read_exposure": "io.exposure",
+    "read_photocalib": "calib.photocalib",
+    "read_skywcs": "calib.skywcs",
+    "write_catalog": "io.catalog",
+    "write_exposure": "io.exposure",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'daskcal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
