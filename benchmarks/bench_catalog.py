@@ -27,14 +27,14 @@ from pathlib import Path
 import dask
 from distributed import Client
 
-from daskcal.catalog_job import _arrow
-from daskcal.cluster import ExecutionOptions, local_cluster
 from daskcal.config import CalibrateConfig
 from daskcal.demo import make_demo_repository
 from daskcal.io.catalog import read_catalog, write_catalog
 from daskcal.io.parquet import merge_fragments, write_fragment
-from daskcal.pipeline import RunOptions, run_catalog
 from daskcal.repo import Repository
+from daskcal.runs.calibrate import RunOptions, run_catalog
+from daskcal.runs.cluster import ExecutionOptions, local_cluster
+from daskcal.tasks.catalog import _arrow
 
 REAL_SRC = (
     Path(__file__).resolve().parents[2]

@@ -3,13 +3,13 @@
 Fabricates repositories cheaply: one small demo CCD is generated, then a registry of N
 CCD-visits (100 CCDs a visit, visits alternating HSC-G / HSC-I, one pointing per visit)
 whose input files (src, calexp, jointcal_wcs, the tract FGCM photoCalib) are hard links to
-that CCD's files (to a fresh copy every 50,000 links: file systems cap links per file). For each size it runs ``calibrateCatalog.py --dry-run`` in a fresh
-process (expand, plan every output, print the counts; no cluster) and reports the driver
-time per id and the driver's peak resident memory; for the sizes given to ``--real`` it
-runs ``calibrateCatalog.py --batch-type=smp --cores=2`` and reports the wall time, the work
-per CCD (from the outcomes' ``seconds``), the share of the workers' time not spent in CCD
-or visit work (cluster start-up, scheduler, driver, table saves) and the driver's peak
-memory.
+that CCD's files (to a fresh copy every 50,000 links: file systems cap links per file).
+For each size it runs ``calibrateCatalog.py --dry-run`` in a fresh process (expand, plan
+every output, print the counts; no cluster) and reports the driver time per id and the
+driver's peak resident memory; for the sizes given to ``--real`` it runs
+``calibrateCatalog.py --batch-type=smp --cores=2`` and reports the wall time, the work per
+CCD (from the outcomes' ``seconds``), the share of the workers' time not spent in CCD or
+visit work (cluster start-up, scheduler, driver, table saves) and the driver's peak memory.
 
     .venv/bin/python benchmarks/bench_driver.py --sizes 1000 10000 100000 --real 1000
 """

@@ -6,7 +6,7 @@ Generates one full-size (2048 x 4176) demo CCD with all its inputs (calexp, skyC
 jointcal and FGCM products) once, then, for each ``--ccds N``, a repository whose N CCDs
 of one visit are symbolic links to that CCD's files (the inputs come from the page cache,
 as they would after the first read; the outputs are all written). On a fresh LocalCluster
-of ``--cores`` single-threaded worker processes (``daskcal.cluster.local_cluster``, as
+of ``--cores`` single-threaded worker processes (``daskcal.runs.cluster.local_cluster``, as
 ``--batch-type=smp`` starts it) it runs
 
 - the I/O floor: per CCD, read and decompress the calexp planes and archive, and write
@@ -39,13 +39,13 @@ import numpy as np
 import psutil
 from distributed import Client, LocalCluster
 
-from daskcal.cluster import ExecutionOptions, local_cluster
 from daskcal.config import CalibrateConfig
 from daskcal.demo import make_demo_repository
 from daskcal.io.archive import ArchiveWriter
 from daskcal.io.exposure import exposure_archive, read_exposure, read_rows, write_exposure
-from daskcal.pipeline import RunOptions, run_exposure
 from daskcal.repo import Repository
+from daskcal.runs.calibrate import RunOptions, run_exposure
+from daskcal.runs.cluster import ExecutionOptions, local_cluster
 
 INPUTS = ("calexp", "skyCorr", "fgcm_tract_photoCalib", "jointcal_wcs")
 SOURCE_CCD = 50
@@ -164,7 +164,7 @@ def bench_floor(repo: Repository, ids: list[dict], cores: int) -> dict:
 
 def bench_full(repo: Repository, cores: int) -> dict:
     with cluster(cores) as lc, Client(lc) as client:
-        client.run(lambda: __import__("daskcal.pipeline"))
+        client.run(lambda: __import__("daskcal.runs.calibrate"))
         with rss_sampler(client) as peaks:
             start = time.perf_counter()
             execution = ExecutionOptions(scheduler=lc.scheduler_address)

@@ -2,7 +2,7 @@
 
 They implement hscPipe 8's calibrateCatalog / calibrateExposure arithmetic (SPEC sections
 5 and 6) on numpy arrays and pandas frames, so they can be tested on five-row frames and
-mapped over partitions or blocks by :mod:`daskcal.graph`.
+mapped over partitions or blocks by :mod:`daskcal.lazy.calibrated`.
 """
 
 from __future__ import annotations

@@ -18,14 +18,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from .cluster import BATCH_TYPES, ClusterError, ExecutionOptions, check_execution
 from .config import CalibrateConfig, ConfigError, parse_overrides, read_config_file
 from .dataid import DataIdError, Selection, format_id, parse_selections
 from .errors import RunSetupError
-from .provenance import ProvenanceError
 from .repo import TRACT_DATASETS, Repository, RepositoryError
 from .report import format_table
+from .runs.cluster import BATCH_TYPES, ClusterError, ExecutionOptions, check_execution
 from .runs.lock import RerunLockError
+from .runs.provenance import ProvenanceError
 
 __all__ = ["COMMANDS", "Command", "add_repo_arguments", "main", "open_repository"]
 
@@ -181,7 +181,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 def _print_output_states(repo: Repository, ids: list[dict[str, Any]], limit: int) -> None:
     """Outputs that a run would redo: stale (other inputs or config) or corrupt."""
-    from .pipeline import output_states
+    from .runs.calibrate import output_states
 
     ids = [d for d in ids if d.get("tract") is not None]
     lines = []
@@ -301,7 +301,7 @@ def calibrate_setup(
     args: argparse.Namespace,
 ) -> tuple[Repository, list[dict[str, Any]], CalibrateConfig, ExecutionOptions, Any]:
     """Repository, ids, config, execution and run options of a calibrate command line."""
-    from .pipeline import RunOptions
+    from .runs.calibrate import RunOptions
 
     if args.output:
         if args.rerun:
@@ -372,7 +372,7 @@ def _reported(run: Callable[[], Any], after: Callable[[Any], None] | None = None
 
 def run_catalog_command(args: argparse.Namespace) -> int:
     """``daskcal catalog`` / ``calibrateCatalog.py``."""
-    from .pipeline import run_catalog
+    from .runs.calibrate import run_catalog
 
     repo, ids, config, execution, options = calibrate_setup(args)
     return _reported(lambda: run_catalog(repo, ids, config, execution, options))
@@ -389,7 +389,7 @@ def _exposure_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_exposure_command(args: argparse.Namespace) -> int:
     """``daskcal exposure`` / ``calibrateExposure.py``."""
-    from .pipeline import run_exposure
+    from .runs.calibrate import run_exposure
 
     repo, ids, config, execution, options = calibrate_setup(args)
 
@@ -434,7 +434,7 @@ def _order(text: str) -> int:
 
 def run_hats_command(args: argparse.Namespace) -> int:
     """``daskcal hats``: the rerun's Parquet catalog as a HATS catalog for LSDB."""
-    from .hats_job import write_rerun_hats
+    from .runs.hats import write_rerun_hats
 
     repo = Repository(args.repo, rerun=args.rerun)
     try:

@@ -16,7 +16,7 @@ exactly 0 (often NO_DATA or interpolated pixels) gets a NaN variance. daskcal do
 same unless ``fixZeroPixelVariance=True``. Without ``doApplyExternalPhotoCalib`` nothing is
 rescaled and there is no quirk (hscPipe never calls ``calibrateImage`` then).
 
-The work is split so that the lazy graph (:mod:`daskcal.graph`) and the CLI worker share
+The work is split so that the lazy graph (:mod:`daskcal.lazy.calibrated`) and the CLI worker share
 it: :func:`exposure_plan` turns a calibration-table row into an :class:`ExposurePlan`
 (plain values only, so it travels to any Dask worker); :func:`calibrate_rows` calibrates
 any block of rows exactly as the whole CCD would be; :func:`calibrate_exposure_ccd` is
@@ -47,13 +47,13 @@ from .calib.background import background_block, load_background
 from .calib.photocalib import PhotoCalib
 from .calib.skywcs import SkyWcs
 from .calib.table import calibrations_from_row, row_datasets
-from .catalog_job import table_row
 from .config import CalibrateConfig
 from .errors import CalibrationMissing, failure_reason, writing_output
 from .io.exposure import read_exposure, read_rows, write_exposure
-from .quicklook import save_thumbnail
 from .records import NHDU_CARD, RECORD_CARD, CcdWork, plan_ccd
 from .report import Outcome
+from .tasks.catalog import table_row
+from .tasks.quicklook import save_thumbnail
 
 __all__ = [
     "ExposurePlan",

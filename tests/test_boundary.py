@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 
 from daskcal import dataid as dataid_module
 from daskcal.cli import MAX_CORES, main
-from daskcal.cluster import ClusterError, ExecutionOptions, available_cores, local_cluster
 from daskcal.config import CONFIG_FILE_MAX, ConfigError, read_config_file
 from daskcal.dataid import (
     ENUMERATE_MAX,
@@ -41,6 +40,7 @@ from daskcal.dataid import (
     parse_selections,
 )
 from daskcal.repo import TEMPLATES, Repository, RepositoryError
+from daskcal.runs.cluster import ClusterError, ExecutionOptions, available_cores, local_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 ESCAPE = "../../../../../../E"  # from calibrated/0000/00816/ of rerun OUT: ROOT/.. /E
@@ -441,7 +441,7 @@ def test_batch_system_without_its_submit_command(capsys, monkeypatch, base, batc
 
 
 def test_unreachable_scheduler_is_a_one_line_error(capsys, monkeypatch, base):
-    monkeypatch.setattr("daskcal.cluster.CONNECT_TIMEOUT", 2)
+    monkeypatch.setattr("daskcal.runs.cluster.CONNECT_TIMEOUT", 2)
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"

@@ -13,12 +13,12 @@ from realrepo import FILTER, TRACT, VISIT, make_real_repository
 from daskcal.apply import calibrated_flux_columns
 from daskcal.calib.skywcs import read_skywcs
 from daskcal.cli import main
-from daskcal.cluster import ExecutionOptions, make_jobqueue_cluster
 from daskcal.config import CalibrateConfig
-from daskcal.graph import calibrated_catalogs
 from daskcal.io.catalog import read_catalog
+from daskcal.lazy.calibrated import calibrated_catalogs
 from daskcal.repo import Repository
 from daskcal.report import read_report
+from daskcal.runs.cluster import ExecutionOptions, make_jobqueue_cluster
 
 ID = ["--id", f"visit={VISIT}", f"tract={TRACT}"]
 JOINTCAL = ["-c", "externalPhotoCalibName=jointcal"]

@@ -9,8 +9,8 @@ import pytest
 from conftest import real_path
 
 import daskcal
-import daskcal.collections as collections_module
 import daskcal.io.exposure as exposure_module
+import daskcal.lazy.inputs as collections_module
 
 CALEXP = "lsst/obs_base/tests/data/calexp.fits"
 SRC = "lsst/faro/tests/data/src_HSC_i_HSC-I_903986_0_31_HSC_runs_ci_hsc_20210407T021858Z.fits"

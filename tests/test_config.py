@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from daskcal.cluster import ExecutionOptions, walltime
 from daskcal.config import CalibrateConfig, ConfigError, parse_overrides, read_config_file
-from daskcal.provenance import ProvenanceError, check_and_record, package_versions
 from daskcal.report import Outcome, RunReport, read_report
+from daskcal.runs.cluster import ExecutionOptions, walltime
+from daskcal.runs.provenance import ProvenanceError, check_and_record, package_versions
 
 
 def test_defaults_are_hscpipe8():

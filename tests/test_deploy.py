@@ -15,7 +15,7 @@ import pytest
 import yaml
 from dask.utils import parse_bytes, parse_timedelta
 
-from daskcal.cluster import (
+from daskcal.runs.cluster import (
     WORKER_ENVIRON,
     ExecutionOptions,
     local_cluster,

@@ -103,7 +103,7 @@ def test_no_calls_start_no_cluster():
 
 def test_a_rerun_with_nothing_to_do_starts_no_cluster(root, monkeypatch, capsys):
     assert catalog(root) == 0
-    import daskcal.cluster as cluster
+    import daskcal.runs.cluster as cluster
 
     def refuse(*args, **kwargs):
         raise AssertionError("a cluster was started")
@@ -118,8 +118,8 @@ def test_a_rerun_with_nothing_to_do_starts_no_cluster(root, monkeypatch, capsys)
 
 def test_grouped_catalog_tasks_give_the_same_outputs(root):
     from daskcal.config import CalibrateConfig
-    from daskcal.pipeline import RunOptions, run_catalog
     from daskcal.repo import Repository
+    from daskcal.runs.calibrate import RunOptions, run_catalog
 
     ids = [{"tract": 0}]
     one = run_catalog(Repository(root, "demo:one"), ids, CalibrateConfig(),
@@ -157,7 +157,7 @@ def test_a_killed_driver_leaves_a_partial_report_and_the_rerun_finishes_the_rest
     slow = tmp_path / "slow"
     slow.mkdir()
     (slow / "sitecustomize.py").write_text(
-        "import time\nimport daskcal.catalog_job as job\n"
+        "import time\nimport daskcal.tasks.catalog as job\n"
         "original = job.read_catalog\n"
         "def read_catalog(*args, **kwargs):\n"
         "    time.sleep(1)\n"

@@ -308,10 +308,10 @@ def test_a_signal_gives_128_plus_signal_and_a_partial_report(pristine, tmp_path,
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum, err
     report = last_report(root)
-    assert report["interrupted"] == signal.Signals(signum).name
+    assert report["interrupted"] == signal.Signals(signum).name, (out, err)
     states = statuses(report)
-    assert sorted(states) == list(CCDS)
-    assert "done" in states.values() and "failed" in states.values()
+    assert sorted(states) == list(CCDS), (out, err)
+    assert "done" in states.values() and "failed" in states.values(), (states, out, err)
     assert all(
         fits_problem(p, read_record(p)[1]) is None for p in outputs(root, "CALEXP").values()
     )
@@ -328,7 +328,7 @@ def test_a_signal_gives_128_plus_signal_and_a_partial_report(pristine, tmp_path,
 def test_a_ccd_that_kills_its_worker_fails_and_the_run_goes_on(root, tmp_path, capsys):
     plugin = tmp_path / "poison.py"
     plugin.write_text(
-        "import os\nimport daskcal.catalog_job as job\n"
+        "import os\nimport daskcal.tasks.catalog as job\n"
         "original = getattr(job, 'unpoisoned', job.read_catalog)\n"
         "job.unpoisoned = original\n"
         "def read_catalog(path):\n"
@@ -430,7 +430,7 @@ def test_a_truncated_calexp_output_is_redone(root):
 
 
 def test_a_full_disk_at_the_start_is_one_line(root, monkeypatch, capsys):
-    import daskcal.provenance as provenance
+    import daskcal.runs.provenance as provenance
 
     def full(path):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -456,7 +456,7 @@ def test_flagged_ccds_are_in_the_summary_and_the_report(root, capsys):
 def test_the_lazy_api_refuses_a_table_in_another_order(pristine):
     from daskcal.calib.table import calibration_table
     from daskcal.config import CalibrateConfig
-    from daskcal.graph import calibrated_catalogs, calibrated_exposures
+    from daskcal.lazy.calibrated import calibrated_catalogs, calibrated_exposures
     from daskcal.repo import Repository
 
     repo = Repository(pristine, rerun="demo")

@@ -15,7 +15,7 @@ from astropy.wcs import WCS
 from conftest import real_path
 from dask.base import tokenize
 
-import daskcal.skycoords as skycoords
+import daskcal.lazy.coords as skycoords
 from daskcal import calibrated_exposures, open_exposures
 from daskcal.calib.skywcs import SkyWcs, read_skywcs
 from daskcal.config import CalibrateConfig
@@ -26,7 +26,7 @@ from daskcal.io.exposure import (
     write_exposure,
     write_exposure_dataset,
 )
-from daskcal.skycoords import SkyCoordIndex, sky_coord_arrays, sky_transform, with_sky_coords
+from daskcal.lazy.coords import SkyCoordIndex, sky_coord_arrays, sky_transform, with_sky_coords
 
 CALEXP = "lsst/obs_base/tests/data/calexp.fits"
 EXPOSURE_V2 = "lsst/afw/tests/data/exposure-version-2.fits"  # a plain TAN SkyWcs

@@ -38,12 +38,12 @@ from daskcal.calib.skywcs import (
     validate_skywcs,
 )
 from daskcal.calib.table import calibration_row, read_calibration_table, table_path
-from daskcal.catalog_job import CalibrationMissing, calibrated_frame
 from daskcal.cli import main
 from daskcal.config import CalibrateConfig, ConfigError, parse_overrides
 from daskcal.demo.writers import write_skywcs_file
 from daskcal.exposure_job import exposure_plan
 from daskcal.repo import Repository
+from daskcal.tasks.catalog import CalibrationMissing, calibrated_frame
 
 HSC_CCD = (0, 0, 2047, 4175)
 BOX = BBox(0, 0, 255, 511)

@@ -5,10 +5,12 @@ components), then IMAGE (float32), MASK (int32, ``MP_<PLANE>`` bit cards; old fi
 + BZERO) and VARIANCE (float32), plain or tile-compressed, then the archive.
 
 Reading opens headers only. Each pixel block is one task that receives plain values
-(path, HDU index, rows) and opens the file by name on whichever worker runs it; for a
-compressed HDU, astropy's ``section`` decompresses only the tiles it needs. The archive
+(path, HDU index, rows) and opens the file by name on whichever worker runs it; a
+compressed HDU is decoded by :mod:`daskcal.io.tilecodec` (only the tiles the rows need;
+astropy for the kinds it does not decode). Planes are written by that codec too (GZIP_2,
+32-row tiles, ISA-L deflate) unless ``codec="astropy"`` asks for astropy's own output. The archive
 travels as an :class:`ArchiveHandle`, which pickles as the file name. An exposure whose
-primary header names a SkyWcs gets lazy ``ra``/``dec`` coordinates (:mod:`daskcal.skycoords`)
+primary header names a SkyWcs gets lazy ``ra``/``dec`` coordinates (:mod:`daskcal.lazy.coords`)
 that read it from the file only when first evaluated.
 """
 
@@ -29,13 +31,15 @@ from astropy.io import fits
 from dask.base import tokenize
 
 from ..calib.skywcs import _ID_KEYS as _SKYWCS_ID_KEYS
-from ..skycoords import with_sky_coords
+from ..lazy.coords import with_sky_coords
 from .afwtable import card_key
 from .archive import Archive, read_archive
 from .atomic import atomic_write
 from .fitsfile import open_fits
+from .tilecodec import CODECS, encode_image, read_image_rows, write_fits
 
 __all__ = [
+    "CODEC_NAMES",
     "PLANES",
     "ArchiveHandle",
     "ExposureFormatError",
@@ -47,6 +51,8 @@ __all__ = [
 ]
 
 PLANES = ("image", "mask", "variance")
+#: ``write_exposure(codec=...)``: daskcal's fast codec (default), hscPipe's layout, astropy's
+CODEC_NAMES = ("daskcal", "afw", "astropy")
 _DTYPES = {"image": np.float32, "mask": np.int32, "variance": np.float32}
 # cards that describe an HDU's own structure, scaling or compression: never carried over
 _STRUCTURAL = re.compile(
@@ -102,9 +108,13 @@ def read_rows(path: str, hdu: int, y0: int, y1: int, dtype: str) -> np.ndarray:
     -------
     numpy.ndarray
         A native-endian copy, independent of the (closed) file.
+
+    Raises
+    ------
+    daskcal.io.tilecodec.TileDecodeError
+        A truncated or corrupt compressed tile (naming the file and the HDU).
     """
-    with open_fits(path) as hdul:
-        return np.array(hdul[hdu].section[y0:y1], dtype=dtype, copy=True)
+    return np.asarray(read_image_rows(path, hdu, y0, y1), dtype=dtype)
 
 
 def _plane_hdus(hdul: fits.HDUList, path: str) -> dict[str, int]:
@@ -169,7 +179,7 @@ def read_exposure(path: str | os.PathLike, chunk_rows: int = 512) -> xr.Dataset:
         Data variables ``image`` (float32), ``mask`` (int32), ``variance`` (float32) on
         dims (``y``, ``x``) with integer PARENT-pixel coords (``x0 + i``) and, when the
         primary header names a SkyWcs (``SKYWCS_ID`` / ``ARCHIVE_ID_SKYWCS``), lazy 2-D
-        ``ra``/``dec`` coords in degrees (:func:`daskcal.skycoords.with_sky_coords`; the
+        ``ra``/``dec`` coords in degrees (:func:`daskcal.lazy.coords.with_sky_coords`; the
         SkyWcs is read from the archive when they are first evaluated). Attributes:
         ``path``, ``xy0`` (x0, y0), ``mask_planes`` (name -> bit), ``header`` (primary
         astropy Header), ``plane_headers`` (plane -> Header), ``hdus`` (plane -> 0-based
@@ -244,9 +254,18 @@ def _plane_header(
     return out
 
 
-def _image_hdu(data: np.ndarray, header: fits.Header, compress: bool):
+def _image_hdu(data: np.ndarray, header: fits.Header, compress: bool, codec: str = "astropy"):
     if not compress:
         return fits.ImageHDU(data, header=header)
+    if codec in CODECS and data.size:
+        plane = CODECS[codec]
+        return encode_image(
+            data,
+            header,
+            compression=plane.compression,
+            tile_shape=(plane.tile_rows, data.shape[1]),
+            level=plane.level,
+        )
     if data.dtype.kind == "f":
         # quantize_level=0: lossless (floats are gzipped bit for bit, no ZSCALE/ZZERO)
         return fits.CompImageHDU(data, header=header, compression_type="GZIP_2", quantize_level=0)
@@ -266,6 +285,7 @@ def write_exposure(
     xy0: Sequence[int] = (0, 0),
     compress: bool = True,
     plane_headers: dict[str, fits.Header] | None = None,
+    codec: str = "daskcal",
 ) -> Path:
     """Write an afw Exposure atomically.
 
@@ -287,15 +307,22 @@ def write_exposure(
     xy0 : (int, int)
         PARENT position of pixel (0, 0): ``LTV1/2 = -xy0`` and afw's "A" WCS cards.
     compress : bool
-        Lossless tile compression (GZIP_2 by rows; floats unquantized, bit-exact).
+        Lossless tile compression (GZIP_2; floats unquantized, bit-exact).
     plane_headers : dict of str to Header, optional
         Extra cards per plane (e.g. the TAN-SIP WCS of the source exposure).
+    codec : {"daskcal", "afw", "astropy"}
+        With ``compress``: ``daskcal`` writes every plane GZIP_2 in 32-row tiles through
+        :mod:`daskcal.io.tilecodec` (ISA-L deflate); ``afw`` the same codec in hscPipe's
+        layout (one row per tile); ``astropy`` exactly what astropy writes (GZIP_2 one-row
+        tiles for the floats, RICE_1 for the mask), as daskcal did before.
 
     Returns
     -------
     pathlib.Path
         The written path.
     """
+    if codec not in CODEC_NAMES:
+        raise ValueError(f"{path}: codec must be one of {CODEC_NAMES}, not {codec!r}")
     plane_headers = plane_headers or {}
     arrays = {"image": image, "mask": mask, "variance": variance}
     shapes = {np.shape(a) for a in arrays.values()}
@@ -305,10 +332,10 @@ def write_exposure(
     for plane in PLANES:
         data = np.ascontiguousarray(arrays[plane], dtype=_DTYPES[plane])
         header = _plane_header(plane, plane_headers.get(plane), xy0, mask_planes)
-        hdus.append(_image_hdu(data, header, compress))
+        hdus.append(_image_hdu(data, header, compress, codec))
     hdus.extend(archive_hdus)
     with atomic_write(path) as tmp:
-        fits.HDUList(hdus).writeto(tmp)
+        write_fits(tmp, hdus)
     return Path(path)
 
 
@@ -319,6 +346,7 @@ def write_exposure_dataset(
     archive_hdus: Sequence[fits.BinTableHDU] = (),
     primary_header: fits.Header | None = None,
     compress: bool = True,
+    codec: str = "daskcal",
 ) -> Path:
     """Write a dataset shaped like :func:`read_exposure`'s output.
 
@@ -339,4 +367,5 @@ def write_exposure_dataset(
         xy0=xy0,
         compress=compress,
         plane_headers=ds.attrs.get("plane_headers"),
+        codec=codec,
     )

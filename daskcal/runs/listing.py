@@ -19,9 +19,9 @@ class Listings:
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     _ = Path(d, "a.fits").write_text("x")
+    ...     open(os.path.join(d, "a.fits"), "w").close()
     ...     seen = Listings()
-    ...     seen.exists(Path(d, "a.fits")), seen.exists(Path(d, "b.fits")), seen.listed
+    ...     seen.exists(os.path.join(d, "a.fits")), seen.exists(f"{d}/b.fits"), seen.listed
     (True, False, 1)
     """
 

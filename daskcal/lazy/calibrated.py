@@ -21,17 +21,17 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .calib.skywcs import SkyWcs
-from .calib.table import calibration_table
-from .catalog_job import CalibrationMissing, calibrated_frame
-from .collections import resolve_ids, stack_exposures, with_ids
-from .config import CalibrateConfig
-from .dataid import format_id
-from .exposure_job import ExposurePlan, calibrate_rows, check_skycorr, exposure_plan
-from .io.catalog import catalog_meta, read_catalog
-from .io.exposure import read_exposure
-from .repo import Repository
-from .skycoords import with_sky_coords
+from ..calib.skywcs import SkyWcs
+from ..calib.table import calibration_table
+from ..config import CalibrateConfig
+from ..dataid import format_id
+from ..exposure_job import ExposurePlan, calibrate_rows, check_skycorr, exposure_plan
+from ..io.catalog import catalog_meta, read_catalog
+from ..io.exposure import read_exposure
+from ..repo import Repository
+from ..tasks.catalog import CalibrationMissing, calibrated_frame
+from .coords import with_sky_coords
+from .inputs import resolve_ids, stack_exposures, with_ids
 
 __all__ = ["calibrated_catalogs", "calibrated_exposure", "calibrated_exposures"]
 
@@ -142,7 +142,7 @@ def calibrated_exposure(ds: xr.Dataset, plan: ExposurePlan) -> xr.Dataset:
     xarray.Dataset
         Same shape and coords: image and variance calibrated, mask unchanged; with a
         SkyWcs in the plan (``doApplyExternalSkyWcs``), lazy ``ra``/``dec`` coords from
-        it replace the calexp's (:func:`daskcal.skycoords.with_sky_coords`). Attrs: those
+        it replace the calexp's (:func:`daskcal.lazy.coords.with_sky_coords`). Attrs: those
         of ``ds`` plus ``plan``, ``photocalib`` (the new constant PhotoCalib(cbar,
         sigma_c), or None when not recalibrated), ``cbar``, ``sigma_c`` (NaN then),
         ``skywcs`` (AST text of the attached SkyWcs, "" if unchanged) and
@@ -206,7 +206,7 @@ def calibrated_exposures(
     stack : bool
         One Dataset with an ``exposure`` dimension indexed by (visit, ccd), ``cbar`` and
         ``sigma_c`` as coords along it, ``ra``/``dec`` as dask arrays
-        (:func:`daskcal.collections.stack_exposures`); the exposures must share shape and
+        (:func:`daskcal.lazy.inputs.stack_exposures`); the exposures must share shape and
         xy0.
     chunk_rows : int
         Rows per dask block (one read task per plane and one calibration task each).

@@ -22,15 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from .calib.sip import gnomonic_iwc
-from .calib.skywcs import SkyWcs, read_skywcs
-from .dataid import format_id
-from .errors import failure_reason
-from .io.atomic import atomic_write
-from .io.exposure import read_exposure, read_rows
-from .io.integrity import fits_problem
-from .records import read_record
-from .report import Outcome
+from ..calib.sip import gnomonic_iwc
+from ..calib.skywcs import SkyWcs, read_skywcs
+from ..dataid import format_id
+from ..errors import failure_reason
+from ..io.atomic import atomic_write
+from ..io.exposure import read_exposure, read_rows
+from ..io.integrity import fits_problem
+from ..records import read_record
+from ..report import Outcome
 
 __all__ = [
     "bin_image",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .io.hats import HatsSummary, write_hats
-from .repo import Repository
+from ..io.hats import HatsSummary, write_hats
+from ..repo import Repository
 
 __all__ = ["hats_paths", "write_rerun_hats"]
 

@@ -23,7 +23,7 @@ Two exposures whose sky coordinates differ (another SkyWcs, another pixel grid) 
 aligned: arithmetic or merging between them raises a ValueError saying so; drop the
 coordinates of one first (:func:`drop_sky_coords`). Concatenation and ``xarray.map_blocks``
 (which wants pandas indexes only) need them dropped too; :func:`sky_coord_arrays` gives
-them as dask arrays instead, which is how :func:`daskcal.collections.stack_exposures` keeps
+them as dask arrays instead, which is how :func:`daskcal.lazy.inputs.stack_exposures` keeps
 them per exposure.
 """
 
@@ -44,7 +44,7 @@ from numpy.typing import ArrayLike
 from xarray.core.indexing import CoordinateTransformIndexingAdapter
 from xarray.indexes import CoordinateTransform, CoordinateTransformIndex
 
-from .calib.skywcs import SkyWcs, read_skywcs
+from ..calib.skywcs import SkyWcs, read_skywcs
 
 __all__ = [
     "SKY_COORDS",

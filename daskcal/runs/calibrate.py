@@ -32,27 +32,27 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .calexp import config_digest
-from .calib.table import merge_table_rows, row_datasets, table_path, table_records
-from .catalog_job import (
+from ..calexp import config_digest
+from ..calib.table import merge_table_rows, row_datasets, table_path, table_records
+from ..config import CalibrateConfig
+from ..dataid import DataIdError, format_id
+from ..errors import RunSetupError
+from ..exposure_job import calibrate_exposure_ccd, exposure_inputs
+from ..records import CcdWork, plan_ccd
+from ..repo import OUTPUT_DATASETS, Repository, RepositoryError
+from ..report import Outcome, RunReport, format_table
+from ..tasks.catalog import (
     calibrate_catalog_ccds,
     catalog_inputs,
     fragment_path,
     write_visit_parquet,
 )
+from ..tasks.quicklook import thumbnail_path, write_visit_quicklook
 from .cluster import ExecutionOptions, dask_client
-from .config import CalibrateConfig
-from .dataid import DataIdError, format_id
-from .errors import RunSetupError
-from .exposure_job import calibrate_exposure_ccd, exposure_inputs
+from .driver import Call, RunInterrupted, drive, handle_signals, remove_temporaries
+from .listing import Listings, first_existing
+from .lock import RerunLock
 from .provenance import check_and_record
-from .quicklook import thumbnail_path, write_visit_quicklook
-from .records import CcdWork, plan_ccd
-from .repo import OUTPUT_DATASETS, Repository, RepositoryError
-from .report import Outcome, RunReport, format_table
-from .runs.driver import Call, RunInterrupted, drive, handle_signals, remove_temporaries
-from .runs.listing import Listings, first_existing
-from .runs.lock import RerunLock
 
 __all__ = ["RunOptions", "RunPlan", "expand_ids", "output_states", "run_catalog", "run_exposure"]
 
@@ -73,7 +73,7 @@ class RunOptions:
     doraise : bool
         Stop at the first failure, with its traceback.
     clobber_config, clobber_versions, no_versions : bool
-        Provenance policy (see :func:`daskcal.provenance.check_and_record`).
+        Provenance policy (see :func:`daskcal.runs.provenance.check_and_record`).
     progress : bool
         Log progress lines during long runs.
     window : int
@@ -359,8 +359,8 @@ def output_states(
     """
     import json
 
-    from .calexp import config_digest
-    from .records import output_state
+    from ..calexp import config_digest
+    from ..records import output_state
 
     dataset, inputs_of = _OUTPUTS[task]
     recorded = repo.output_dir / "config" / f"{task}.json"

@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .io.atomic import atomic_write
+from ..io.atomic import atomic_write
 
 __all__ = ["ProvenanceError", "check_and_record", "package_versions"]
 

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .dataid import DataIdError, format_id
-from .io.catalog import catalog_meta, read_catalog
-from .io.exposure import read_exposure
-from .repo import Repository
-from .skycoords import SKY_COORDS, drop_sky_coords, sky_coord_arrays
+from ..dataid import DataIdError, format_id
+from ..io.catalog import catalog_meta, read_catalog
+from ..io.exposure import read_exposure
+from ..repo import Repository
+from .coords import SKY_COORDS, drop_sky_coords, sky_coord_arrays
 
 __all__ = [
     "ID_COLUMNS",
@@ -161,7 +161,7 @@ def stack_exposures(datasets: list[xr.Dataset]) -> xr.Dataset:
     attrs keep the mask planes and the list of paths. The sky coordinates differ from one
     exposure to the next, so they cannot share one index: when every dataset has
     ``ra``/``dec``, the stack carries them as (``exposure``, ``y``, ``x``) dask arrays
-    chunked like the image (:func:`daskcal.skycoords.sky_coord_arrays`, evaluated only
+    chunked like the image (:func:`daskcal.lazy.coords.sky_coord_arrays`, evaluated only
     when computed); otherwise it has none.
     """
     shapes = {(ds.sizes["y"], ds.sizes["x"], tuple(ds.attrs["xy0"])) for ds in datasets}

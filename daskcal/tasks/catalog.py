@@ -19,16 +19,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from .apply import calibrate_catalog
-from .calexp import config_digest, provenance_cards
-from .calib.table import calibration_row, calibrations_from_row, row_datasets
-from .collections import with_ids
-from .config import CalibrateConfig
-from .dataid import format_id
-from .errors import CalibrationMissing, failure_reason, writing_output
-from .io.catalog import read_catalog, write_catalog
-from .io.integrity import fits_problem, parquet_problem
-from .io.parquet import (
+from ..apply import calibrate_catalog
+from ..calexp import config_digest, provenance_cards
+from ..calib.table import calibration_row, calibrations_from_row, row_datasets
+from ..config import CalibrateConfig
+from ..dataid import format_id
+from ..errors import CalibrationMissing, failure_reason, writing_output
+from ..io.catalog import read_catalog, write_catalog
+from ..io.integrity import fits_problem, parquet_problem
+from ..io.parquet import (
     FRAGMENT_KEY,
     arrow_table,
     fragment_record,
@@ -36,8 +35,9 @@ from .io.parquet import (
     visit_file,
     write_fragment,
 )
-from .records import NHDU_CARD, RECORD_CARD, CcdWork, plan_ccd, read_record
-from .report import Outcome
+from ..lazy.inputs import with_ids
+from ..records import NHDU_CARD, RECORD_CARD, CcdWork, plan_ccd, read_record
+from ..report import Outcome
 
 __all__ = [
     "UNCALIBRATED_FLAG",
@@ -84,7 +84,7 @@ def calibrated_frame(
 
 
 def _nan_photocalib():
-    from .calib.photocalib import PhotoCalib
+    from ..calib.photocalib import PhotoCalib
 
     return PhotoCalib(np.nan, np.nan)
 

@@ -1,0 +1,93 @@
+"""The per-CCD and per-visit metric tables of a QA report.
+
+Per CCD: what :func:`~daskcal.qa.ccd.measure_ccd` measured, its repeatability offsets
+(:func:`~daskcal.qa.repeat.repeatability`), the ``sip_max_error_mas`` of its calibration
+table row, and ``phot_field_mmag``: its zero point minus the median zero point of its
+visit's CCDs. Per visit: the medians and means the tract trends plot.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..calib.table import table_path
+from .repeat import REPEAT_COLUMNS
+
+__all__ = ["ccd_table", "sip_table_errors", "visit_table"]
+
+ID_COLUMNS = ("tract", "filter", "visit", "ccd")
+_MEASURED = ("zp", "phot_calexp_mmag", "shift_mas", "shift_east_mas", "shift_north_mas", "mjd",
+             "exptime")  # fmt: skip
+
+
+def sip_table_errors(
+    rerun_dir: str | os.PathLike, tract_filters: Iterable[tuple[int, str]]
+) -> pd.DataFrame:
+    """``sip_max_error_mas`` of the calibration tables ``calib-<filter>.parquet`` by
+    (tract, visit, ccd); tables or columns that are absent are left out."""
+    import pyarrow.parquet as pq
+
+    parts = []
+    for tract, filt in sorted(set(tract_filters)):
+        path = table_path(rerun_dir, tract, filt)
+        try:
+            names = set(pq.read_schema(path).names)
+        except (OSError, ValueError):
+            continue
+        if {"visit", "ccd", "sip_max_error_mas"} <= names:
+            table = pd.read_parquet(path, columns=["visit", "ccd", "sip_max_error_mas"])
+            parts.append(table.assign(tract=tract))
+    if not parts:
+        return pd.DataFrame(columns=["tract", "visit", "ccd", "sip_max_error_mas"])
+    return pd.concat(parts, ignore_index=True).drop_duplicates(["tract", "visit", "ccd"])
+
+
+def ccd_table(
+    rows: Iterable[Mapping[str, Any]], repeat: pd.DataFrame, sip: pd.DataFrame
+) -> pd.DataFrame:
+    """One row per CCD: the measured ``rows``, ``repeat`` (index tract, visit, ccd) and
+    the table ``sip`` errors joined, and ``phot_field_mmag`` added."""
+    table = pd.DataFrame([dict(r) for r in rows])
+    if table.empty:
+        return pd.DataFrame(columns=[*ID_COLUMNS, "phot_field_mmag"])
+    for column in _MEASURED:
+        if column not in table:
+            table[column] = math.nan
+    table = table.join(repeat.reindex(columns=list(REPEAT_COLUMNS)), on=["tract", "visit", "ccd"])
+    table = table.merge(sip, on=["tract", "visit", "ccd"], how="left")
+    visit_median = table.groupby(["tract", "visit"])["zp"].transform("median")
+    table["phot_field_mmag"] = (table["zp"] - visit_median) * 1e3
+    return table.sort_values(["tract", "visit", "ccd"], ignore_index=True)
+
+
+def visit_table(ccds: pd.DataFrame) -> pd.DataFrame:
+    """One row per (tract, visit): filter, mjd, exptime, CCDs, zero points, shifts.
+
+    ``zp`` is the median of the CCD zero points (mag of one count), ``zp_per_second``
+    the same for one count per second of exposure; ``mean_shift_mas`` the mean over the
+    CCDs of the length of their mean shift calexp -> jointcal, ``repeat_mas`` the
+    median of their star-position offsets against the other visits.
+    """
+    if ccds.empty:
+        return pd.DataFrame(columns=["tract", "visit", "filter", "zp_per_second_mmag"])
+    grouped = ccds.groupby(["tract", "visit"], sort=True)
+    out = grouped.agg(
+        filter=("filter", "first"),
+        mjd=("mjd", "median"),
+        exptime=("exptime", "median"),
+        n_ccds=("ccd", "size"),
+        zp=("zp", "median"),
+        mean_shift_mas=("shift_mas", "mean"),
+        repeat_mas=("astro_repeat_mas", "median"),
+    ).reset_index()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_second = out["zp"] + 2.5 * np.log10(out["exptime"].where(out["exptime"] > 0))
+    out["zp_per_second"] = per_second
+    out["zp_per_second_mmag"] = per_second * 1e3
+    return out
