@@ -55,12 +55,14 @@ import math
 import os
 import re
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 from isal import igzip_lib, isal_zlib
 
 from .fitsfile import FitsFileError, open_fits, read_span
@@ -810,7 +812,13 @@ def read_image_rows(
     """
     path = str(path)
     with open_fits(path, disable_image_compression=True) as hdul:
-        table = hdul[hdu]
+        with warnings.catch_warnings():
+            # astropy only warns when the HDU's data run past the end of the file
+            warnings.filterwarnings("error", ".*truncated", AstropyUserWarning)
+            try:
+                table = hdul[hdu]
+            except AstropyUserWarning as warning:
+                raise TileDecodeError(f"{path}: HDU {hdu}: {warning}") from None
         header = table.header
         where = _where(path, hdu, header)
         if isinstance(table, fits.BinTableHDU) and header.get("ZIMAGE", False):
