@@ -8,6 +8,8 @@ mapped over partitions or blocks by :mod:`daskcal.lazy.calibrated`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,7 +18,7 @@ from .calib.photocalib import PhotoCalib, calibrate_instflux
 from .calib.skywcs import SkyWcs
 from .io.catalog import FrozenDict, instflux_columns, slot_centroid_columns
 
-__all__ = ["calibrate_catalog", "calibrate_image_block", "calibrated_flux_columns"]
+__all__ = ["with_ids", "calibrate_catalog", "calibrate_image_block", "calibrated_flux_columns"]
 
 FLUX_UNIT = "nJy"
 MAG_UNIT = "mag(AB)"
@@ -219,3 +221,18 @@ def calibrate_image_block(
         np.subtract(p, sky if sky.ndim == 0 else sky[part], out=p)
         np.copyto(planes[0][part], p, casting="same_kind")
     return planes[0].reshape(shape), planes[1].reshape(shape)
+
+
+def with_ids(df: pd.DataFrame, dataid: Mapping[str, Any]) -> pd.DataFrame:
+    """Append the data-id columns (visit, ccd, tract, filter, pointing) to a frame."""
+    n = len(df)
+    ids = {
+        "visit": np.full(n, int(dataid["visit"]), dtype=np.int64),
+        "ccd": np.full(n, int(dataid["ccd"]), dtype=np.int64),
+        "tract": np.full(n, int(dataid.get("tract", -1)), dtype=np.int64),
+        "filter": pd.array([str(dataid["filter"])] * n, dtype="string"),
+        "pointing": np.full(n, int(dataid["pointing"]), dtype=np.int64),
+    }
+    out = pd.concat([df, pd.DataFrame(ids, index=df.index)], axis=1)
+    out.attrs = df.attrs
+    return out

@@ -16,12 +16,11 @@ from daskcal.calib.background import BackgroundEntry, read_background, write_bac
 from daskcal.calib.boundedfield import BBox, ChebyshevBoundedField
 from daskcal.calib.photocalib import read_photocalib
 from daskcal.calib.skywcs import read_skywcs
-from daskcal.calib.table import calibration_table
 from daskcal.cli import main
 from daskcal.config import CalibrateConfig
 from daskcal.exposure_job import ExposurePlan, calibrate_rows, exposure_plan
 from daskcal.io.exposure import read_exposure, write_exposure
-from daskcal.lazy.calibrated import calibrated_exposure
+from daskcal.lazy.calibrated import calibrated_exposure, calibration_table
 from daskcal.repo import Repository
 from daskcal.tasks.catalog import CalibrationMissing
 

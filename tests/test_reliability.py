@@ -454,9 +454,12 @@ def test_flagged_ccds_are_in_the_summary_and_the_report(root, capsys):
 
 
 def test_the_lazy_api_refuses_a_table_in_another_order(pristine):
-    from daskcal.calib.table import calibration_table
     from daskcal.config import CalibrateConfig
-    from daskcal.lazy.calibrated import calibrated_catalogs, calibrated_exposures
+    from daskcal.lazy.calibrated import (
+        calibrated_catalogs,
+        calibrated_exposures,
+        calibration_table,
+    )
     from daskcal.repo import Repository
 
     repo = Repository(pristine, rerun="demo")

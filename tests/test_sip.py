@@ -18,7 +18,8 @@ from daskcal.calib.sip import (
     sip_max_error,
     skywcs_from_fits_header,
 )
-from daskcal.calib.skywcs import SkyWcsError, make_skywcs, read_skywcs
+from daskcal.calib.skywcs import SkyWcsError, read_skywcs
+from daskcal.demo.wcs import make_skywcs
 
 HSC_CCD = (0, 0, 2047, 4175)
 JOINTCAL_DIR = "lsst/jointcal/tests/data/output/HSC-R/9615/"

@@ -20,13 +20,9 @@ from daskcal import calibrated_exposures, open_exposures
 from daskcal.calib.skywcs import SkyWcs, read_skywcs
 from daskcal.config import CalibrateConfig
 from daskcal.io.archive import ArchiveWriter
-from daskcal.io.exposure import (
-    exposure_archive,
-    read_exposure,
-    write_exposure,
-    write_exposure_dataset,
-)
+from daskcal.io.exposure import exposure_archive, write_exposure, write_exposure_dataset
 from daskcal.lazy.coords import SkyCoordIndex, sky_coord_arrays, sky_transform, with_sky_coords
+from daskcal.lazy.inputs import read_exposure
 
 CALEXP = "lsst/obs_base/tests/data/calexp.fits"
 EXPOSURE_V2 = "lsst/afw/tests/data/exposure-version-2.fits"  # a plain TAN SkyWcs

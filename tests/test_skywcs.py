@@ -13,14 +13,14 @@ from conftest import real_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daskcal.calib.sip import angular_separation_mas
 from daskcal.calib.skywcs import (
     SkyWcs,
     SkyWcsError,
-    make_skywcs,
+    angular_separation_mas,
     read_skywcs,
     skywcs_from_archive,
 )
+from daskcal.demo.wcs import make_skywcs
 from daskcal.io.archive import ArchiveWriter, read_archive
 
 JOINTCAL = "lsst/jointcal/tests/data/output/HSC-R/9615/jointcal_wcs-0023900-049.fits"

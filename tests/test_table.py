@@ -16,7 +16,6 @@ from daskcal.calib.photocalib import PhotoCalib, write_photocalib
 from daskcal.calib.skywcs import read_skywcs
 from daskcal.calib.table import (
     calibration_row,
-    calibration_table,
     calibrations_from_row,
     fgcm_table_rows,
     read_calibration_table,
@@ -24,6 +23,7 @@ from daskcal.calib.table import (
     write_calibration_table,
 )
 from daskcal.config import CalibrateConfig
+from daskcal.lazy.calibrated import calibration_table
 from daskcal.repo import Repository
 
 JOINTCAL = CalibrateConfig(externalPhotoCalibName="jointcal")

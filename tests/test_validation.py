@@ -33,13 +33,13 @@ from daskcal.calib.skywcs import (
     InvalidSkyWcs,
     SkyWcs,
     SkyWcsError,
-    make_skywcs,
     read_skywcs,
     validate_skywcs,
 )
 from daskcal.calib.table import calibration_row, read_calibration_table, table_path
 from daskcal.cli import main
 from daskcal.config import CalibrateConfig, ConfigError, parse_overrides
+from daskcal.demo.wcs import make_skywcs
 from daskcal.demo.writers import write_skywcs_file
 from daskcal.exposure_job import exposure_plan
 from daskcal.repo import Repository

@@ -27,7 +27,8 @@ import scipy.linalg
 from astropy.io import fits
 from astropy.wcs import WCS, Sip
 
-from .skywcs import SkyWcs, SkyWcsError, _ast
+from .ast import ast
+from .skywcs import SkyWcs, SkyWcsError, angular_separation_mas
 
 __all__ = [
     "SipFitError",
@@ -40,7 +41,6 @@ __all__ = [
     "skywcs_from_fits_header",
 ]
 
-_MAS_PER_RAD = np.degrees(1.0) * 3.6e6
 _MAX_CHECK_STEP = 32.0  # pixels: the error is measured this densely whatever the spacing
 _WCS_KEY = re.compile(
     r"^(WCSAXES|CTYPE\d|CRPIX\d|CRVAL\d|CD\d_\d|PC\d_\d|CDELT\d|CUNIT\d|CROTA\d|RADE(C)?SYS|"
@@ -146,18 +146,6 @@ def fit_tan_sip(skywcs: SkyWcs, bbox: Any, order: int = 9, spacing: float = 20.0
     return wcs
 
 
-def _unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    ra, dec = np.radians(ra), np.radians(dec)
-    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
-
-
-def angular_separation_mas(ra1: Any, dec1: Any, ra2: Any, dec2: Any) -> np.ndarray:
-    """Great-circle separation in milliarcseconds of positions in degrees (vectorised)."""
-    u, v = _unit_vectors(ra1, dec1), _unit_vectors(ra2, dec2)
-    cross = np.linalg.norm(np.cross(u, v, axis=0), axis=0)
-    return np.arctan2(cross, np.sum(u * v, axis=0)) * _MAS_PER_RAD
-
-
 def sip_max_error(skywcs: SkyWcs, wcs: WCS, bbox: Any, step: float = 8.0) -> float:
     """Largest separation (milliarcseconds) between ``skywcs`` and ``wcs`` over the box.
 
@@ -253,7 +241,7 @@ def skywcs_from_fits_header(header: fits.Header, xy0: tuple[int, int] = (0, 0)) 
     headers that carry both, like early Suprime-Cam files (afw's ``testCD_PC`` case). AST
     understands TAN-SIP and TPV headers.
     """
-    Ast = _ast()
+    Ast = ast()
     has_cd = any(re.match(r"CD\d_\d$", key) for key in header)
     chan = Ast.FitsChan(None, None, "Encoding=FITS-WCS, Iwc=1")
     for card in header.cards:

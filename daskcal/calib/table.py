@@ -16,7 +16,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import dask
 import numpy as np
 import pandas as pd
 
@@ -29,7 +28,6 @@ from .skywcs import SkyWcs, read_skywcs, validate_skywcs
 
 __all__ = [
     "calibration_row",
-    "calibration_table",
     "calibrations_from_row",
     "fgcm_table_rows",
     "merge_table_rows",
@@ -262,45 +260,6 @@ def calibration_row(
     row["missing"] = "; ".join(missing)
     row["errors"] = "; ".join(errors)
     return row
-
-
-def calibration_table(
-    repo, ids: Iterable[Mapping[str, Any]], config: CalibrateConfig, *, with_sip: bool = False
-) -> pd.DataFrame:
-    """The calibration table of a set of data ids, read in parallel with Dask.
-
-    Parameters
-    ----------
-    repo : daskcal.Repository
-        Where the products are found (input lookup chain).
-    ids : iterable of dict
-        Full data ids with ``tract``.
-    config : CalibrateConfig
-        Which products to read.
-    with_sip : bool
-        Also fit TAN-SIP approximations.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per id, in the order given.
-    """
-    names = (
-        "calexp",
-        "skyCorr",
-        f"{config.externalPhotoCalibName}_photoCalib",
-        f"{config.externalSkyWcsName}_wcs",
-    )
-    tasks = []
-    for dataid in ids:
-        paths = {name: repo.find(name, dataid) for name in names}
-        expected = {n: repo.input_path(n, dataid) for n, p in paths.items() if p is None}
-        task = dask.delayed(calibration_row)(
-            dict(dataid), paths, config, with_sip=with_sip, expected=expected
-        )
-        tasks.append(task)
-    rows = dask.compute(*tasks)
-    return pd.DataFrame(list(rows))
 
 
 def fgcm_table_rows(

@@ -23,7 +23,8 @@ from functools import lru_cache
 import numpy as np
 
 from ..calib.ast import AST_LOCK
-from ..calib.skywcs import HSC_RADIAL_DISTORTION, SkyWcs, make_skywcs
+from ..calib.skywcs import SkyWcs
+from .wcs import HSC_RADIAL_DISTORTION, make_skywcs
 
 __all__ = [
     "AST_LOCK",

@@ -18,7 +18,11 @@ from astropy.io import fits
 from .afwtable import Field, FlagField, decode_columns, make_table_hdu
 from .fitsfile import read_span
 
+#: Primary-header cards that give the archive id of an exposure's SkyWcs (afw writes both).
+SKYWCS_ID_KEYS = ("SKYWCS_ID", "ARCHIVE_ID_SKYWCS")
+
 __all__ = [
+    "SKYWCS_ID_KEYS",
     "Archive",
     "ArchiveCatalog",
     "ArchiveError",

@@ -9,9 +9,9 @@ Reading opens headers only. Each pixel block is one task that receives plain val
 compressed HDU is decoded by :mod:`daskcal.io.tilecodec` (only the tiles the rows need;
 astropy for the kinds it does not decode). Planes are written by that codec too (GZIP_2,
 32-row tiles, ISA-L deflate) unless ``codec="astropy"`` asks for astropy's own output. The archive
-travels as an :class:`ArchiveHandle`, which pickles as the file name. An exposure whose
-primary header names a SkyWcs gets lazy ``ra``/``dec`` coordinates (:mod:`daskcal.lazy.coords`)
-that read it from the file only when first evaluated.
+travels as an :class:`ArchiveHandle`, which pickles as the file name. Sky coordinates
+are not this module's business: :func:`daskcal.read_exposure` (:mod:`daskcal.lazy.inputs`)
+adds lazy ``ra``/``dec`` to what it reads.
 """
 
 from __future__ import annotations
@@ -30,10 +30,8 @@ import xarray as xr
 from astropy.io import fits
 from dask.base import tokenize
 
-from ..calib.skywcs import _ID_KEYS as _SKYWCS_ID_KEYS
-from ..lazy.coords import with_sky_coords
 from .afwtable import card_key
-from .archive import Archive, read_archive
+from .archive import SKYWCS_ID_KEYS, Archive, read_archive
 from .atomic import atomic_write
 from .fitsfile import open_fits
 from .tilecodec import CODECS, encode_image, read_image_rows, write_fits
@@ -177,13 +175,11 @@ def read_exposure(path: str | os.PathLike, chunk_rows: int = 512) -> xr.Dataset:
     -------
     xarray.Dataset
         Data variables ``image`` (float32), ``mask`` (int32), ``variance`` (float32) on
-        dims (``y``, ``x``) with integer PARENT-pixel coords (``x0 + i``) and, when the
-        primary header names a SkyWcs (``SKYWCS_ID`` / ``ARCHIVE_ID_SKYWCS``), lazy 2-D
-        ``ra``/``dec`` coords in degrees (:func:`daskcal.lazy.coords.with_sky_coords`; the
-        SkyWcs is read from the archive when they are first evaluated). Attributes:
+        dims (``y``, ``x``) with integer PARENT-pixel coords (``x0 + i``). Attributes:
         ``path``, ``xy0`` (x0, y0), ``mask_planes`` (name -> bit), ``header`` (primary
         astropy Header), ``plane_headers`` (plane -> Header), ``hdus`` (plane -> 0-based
-        HDU index) and ``archive`` (an :class:`ArchiveHandle`, or None without archive).
+        HDU index), ``archive`` (an :class:`ArchiveHandle`, or None without archive) and
+        ``has_skywcs`` (the primary header names a SkyWcs in the archive).
     """
     path = str(Path(path).resolve())
     with open_fits(path) as hdul:
@@ -209,10 +205,8 @@ def read_exposure(path: str | os.PathLike, chunk_rows: int = 512) -> xr.Dataset:
         "hdus": hdus,
         "archive": ArchiveHandle(path) if has_archive else None,
     }
-    ds = xr.Dataset(data, coords=coords, attrs=attrs)
-    if has_archive and any(key in primary for key in _SKYWCS_ID_KEYS):
-        ds = with_sky_coords(ds, path)
-    return ds
+    attrs["has_skywcs"] = has_archive and any(key in primary for key in SKYWCS_ID_KEYS)
+    return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
 def _primary_hdu(header: fits.Header | None, ar_hdu: int | None) -> fits.PrimaryHDU:

@@ -399,7 +399,9 @@ def _write_metadata(
     build: Path, name: str, n_rows: int, max_rows: int, ra_column: str, dec_column: str
 ) -> None:
     """``_metadata``, ``_common_metadata`` and ``hats.properties`` (hats' own writers)."""
-    from .. import __version__
+    from importlib.metadata import version
+
+    __version__ = version("daskcal")
 
     total = write_parquet_metadata(build)
     if total != n_rows:  # pragma: no cover - a bug, not a user error

@@ -15,25 +15,32 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import dask
 import dask.array as da
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..apply import with_ids
 from ..calib.skywcs import SkyWcs
-from ..calib.table import calibration_table
+from ..calib.table import calibration_row, row_datasets
 from ..config import CalibrateConfig
 from ..dataid import format_id
+from ..errors import CalibrationMissing
 from ..exposure_job import ExposurePlan, calibrate_rows, check_skycorr, exposure_plan
 from ..io.catalog import catalog_meta, read_catalog
-from ..io.exposure import read_exposure
 from ..repo import Repository
-from ..tasks.catalog import CalibrationMissing, calibrated_frame
+from ..tasks.catalog import calibrated_frame
 from .coords import with_sky_coords
-from .inputs import resolve_ids, stack_exposures, with_ids
+from .inputs import read_exposure, resolve_ids, stack_exposures
 
-__all__ = ["calibrated_catalogs", "calibrated_exposure", "calibrated_exposures"]
+__all__ = [
+    "calibration_table",
+    "calibrated_catalogs",
+    "calibrated_exposure",
+    "calibrated_exposures",
+]
 
 
 def _calibrated_partition(
@@ -44,6 +51,40 @@ def _calibrated_partition(
         return calibrated_frame(with_ids(read_catalog(path), dataid), row, config)
     except CalibrationMissing as err:
         raise CalibrationMissing(f"{format_id(dataid)}: {err}") from None
+
+
+def calibration_table(
+    repo, ids: Iterable[Mapping[str, Any]], config: CalibrateConfig, *, with_sip: bool = False
+) -> pd.DataFrame:
+    """The calibration table of a set of data ids, read in parallel with Dask.
+
+    Parameters
+    ----------
+    repo : daskcal.Repository
+        Where the products are found (input lookup chain).
+    ids : iterable of dict
+        Full data ids with ``tract``.
+    config : CalibrateConfig
+        Which products to read.
+    with_sip : bool
+        Also fit TAN-SIP approximations.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per id, in the order given.
+    """
+    names = row_datasets(config)
+    tasks = []
+    for dataid in ids:
+        paths = {name: repo.find(name, dataid) for name in names}
+        expected = {n: repo.input_path(n, dataid) for n, p in paths.items() if p is None}
+        task = dask.delayed(calibration_row)(
+            dict(dataid), paths, config, with_sip=with_sip, expected=expected
+        )
+        tasks.append(task)
+    rows = dask.compute(*tasks)
+    return pd.DataFrame(list(rows))
 
 
 def _check_rows_match(table: pd.DataFrame, ids: list[dict[str, Any]]) -> None:

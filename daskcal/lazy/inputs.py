@@ -8,29 +8,30 @@ the graphs run on any Dask scheduler, distributed clusters included.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import dask.array as da
 import dask.dataframe as dd
-import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..apply import with_ids
 from ..dataid import DataIdError, format_id
 from ..io.catalog import catalog_meta, read_catalog
-from ..io.exposure import read_exposure
+from ..io.exposure import read_exposure as read_exposure_planes
 from ..repo import Repository
-from .coords import SKY_COORDS, drop_sky_coords, sky_coord_arrays
+from .coords import SKY_COORDS, drop_sky_coords, sky_coord_arrays, with_sky_coords
 
 __all__ = [
     "ID_COLUMNS",
     "catalogs_from_paths",
     "open_catalogs",
     "open_exposures",
+    "read_exposure",
     "resolve_ids",
-    "with_ids",
 ]
 
 #: Data-id columns added to every catalog partition, in this order.
@@ -52,21 +53,6 @@ def resolve_ids(
         more = f" and {len(absent) - 3} more" if len(absent) > 3 else ""
         raise DataIdError(f"no {dataset} for {'; '.join(absent[:3])}{more}")
     return full, paths
-
-
-def with_ids(df: pd.DataFrame, dataid: Mapping[str, Any]) -> pd.DataFrame:
-    """Append the data-id columns (visit, ccd, tract, filter, pointing) to a frame."""
-    n = len(df)
-    ids = {
-        "visit": np.full(n, int(dataid["visit"]), dtype=np.int64),
-        "ccd": np.full(n, int(dataid["ccd"]), dtype=np.int64),
-        "tract": np.full(n, int(dataid.get("tract", -1)), dtype=np.int64),
-        "filter": pd.array([str(dataid["filter"])] * n, dtype="string"),
-        "pointing": np.full(n, int(dataid["pointing"]), dtype=np.int64),
-    }
-    out = pd.concat([df, pd.DataFrame(ids, index=df.index)], axis=1)
-    out.attrs = df.attrs
-    return out
 
 
 def _catalog_partition(path: str, dataid: dict[str, Any]) -> pd.DataFrame:
@@ -111,6 +97,18 @@ def catalogs_from_paths(
         label=label,
         enforce_metadata=False,
     )
+
+
+def read_exposure(path: str | os.PathLike, chunk_rows: int = 512) -> xr.Dataset:
+    """An exposure file as a lazy xarray Dataset, with lazy sky coordinates.
+
+    The planes, headers and archive as :func:`daskcal.io.exposure.read_exposure` reads
+    them and, when the primary header names a SkyWcs, 2-D ``ra``/``dec`` coords in degrees
+    (:func:`daskcal.lazy.coords.with_sky_coords`: the SkyWcs is read from the archive
+    when they are first evaluated).
+    """
+    ds = read_exposure_planes(path, chunk_rows=chunk_rows)
+    return with_sky_coords(ds, ds.attrs["path"]) if ds.attrs["has_skywcs"] else ds
 
 
 def open_exposures(

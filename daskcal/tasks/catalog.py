@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from ..apply import calibrate_catalog
+from ..apply import calibrate_catalog, with_ids
 from ..calexp import config_digest, provenance_cards
 from ..calib.table import calibration_row, calibrations_from_row, row_datasets
 from ..config import CalibrateConfig
@@ -35,7 +35,6 @@ from ..io.parquet import (
     visit_file,
     write_fragment,
 )
-from ..lazy.inputs import with_ids
 from ..records import NHDU_CARD, RECORD_CARD, CcdWork, plan_ccd, read_record
 from ..report import Outcome
 
