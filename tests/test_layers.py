@@ -25,6 +25,7 @@ LAYERS = {
     "dataid": 0,
     "config": 0,
     "errors": 0,
+    "layout": 0,
     "io": 1,
     "calib": 2,
     "repo": 3,

@@ -22,6 +22,7 @@ import pandas as pd
 from ..config import CalibrateConfig
 from ..io.atomic import atomic_write
 from ..io.fitsfile import open_fits
+from ..layout import OutputLayout
 from .boundedfield import bounded_field_from_dict
 from .photocalib import PhotoCalib, read_photocalib, validate_photocalib
 from .skywcs import SkyWcs, read_skywcs, validate_skywcs
@@ -43,8 +44,8 @@ AB_ZEROPOINT = 31.4  # mag of 1 nJy
 
 
 def table_path(output_dir: Path, tract: int, filt: str) -> Path:
-    """Where a table is saved: ``<rerun>/calibrated/<tract %04d>/calib-<filter>.parquet``."""
-    return Path(output_dir) / "calibrated" / f"{tract:04d}" / f"calib-{filt}.parquet"
+    """Where a table is saved (:meth:`daskcal.layout.OutputLayout.table`)."""
+    return OutputLayout(output_dir).table(tract, filt)
 
 
 def row_datasets(config: CalibrateConfig) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..layout import visit_file
 from .atomic import atomic_write
 
 __all__ = [
@@ -39,11 +40,6 @@ PARTITION_KEYS = ("tract", "filter")
 #: Schema metadata key of a fragment: the record of the CALSRC it was made from.
 FRAGMENT_KEY = b"daskcal.record"
 _WRITE_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictionary": False}
-
-
-def visit_file(root: Path, tract: int, filt: str, visit: int) -> Path:
-    """Path of one visit's Parquet file in the hive layout under ``root``."""
-    return Path(root) / f"tract={tract}" / f"filter={filt}" / f"visit-{visit:07d}.parquet"
 
 
 def arrow_table(df: pd.DataFrame, units: dict[str, str], docs: dict[str, str]) -> pa.Table:

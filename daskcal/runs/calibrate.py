@@ -33,21 +33,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..calexp import config_digest
-from ..calib.table import merge_table_rows, row_datasets, table_path, table_records
+from ..calib.table import merge_table_rows, row_datasets, table_records
 from ..config import CalibrateConfig
 from ..dataid import DataIdError, format_id
 from ..errors import RunSetupError
 from ..exposure_job import calibrate_exposure_ccd, exposure_inputs
+from ..layout import OutputLayout
 from ..records import CcdWork, plan_ccd
 from ..repo import OUTPUT_DATASETS, Repository, RepositoryError
 from ..report import Outcome, RunReport, format_table
 from ..tasks.catalog import (
     calibrate_catalog_ccds,
     catalog_inputs,
-    fragment_path,
     write_visit_parquet,
 )
-from ..tasks.quicklook import thumbnail_path, write_visit_quicklook
+from ..tasks.quicklook import write_visit_quicklook
 from .cluster import ExecutionOptions, dask_client
 from .driver import Call, RunInterrupted, drive, handle_signals, remove_temporaries
 from .listing import Listings, first_existing
@@ -167,6 +167,7 @@ class _Run:
         self.finished: set[tuple[int, int]] = set()
         self.rows: list[dict[str, Any]] = []
         self.tables: dict[tuple[int, str], dict] = {}
+        self.layout = OutputLayout(repo.output_dir)
         self.listings = Listings()
         self.folders: dict = {}  # output folders proven inside the output rerun
         self.input_dirs = [str(d) for d in repo.input_dirs]
@@ -178,7 +179,7 @@ class _Run:
     def _table_record(self, dataid: Mapping[str, Any]) -> str:
         key = (dataid["tract"], dataid["filter"])
         if key not in self.tables:
-            path = table_path(self.repo.output_dir, *key)
+            path = self.layout.table(*key)
             try:
                 self.tables[key] = table_records(path)
             except (OSError, ValueError) as err:
@@ -324,7 +325,7 @@ class _Run:
             groups.setdefault((int(row["tract"]), str(row["filter"])), []).append(row)
         self.rows = []
         for (tract, filt), rows in sorted(groups.items()):
-            path = table_path(self.repo.output_dir, tract, filt)
+            path = self.layout.table(tract, filt)
             try:
                 merge_table_rows(path, rows)
             except (OSError, ValueError) as err:
@@ -445,7 +446,7 @@ def _plan_only(job: _Job, repo: Repository, full: list[dict], config, options) -
 def _open_report(repo: Repository, report: RunReport) -> None:
     stamp = time.strftime("%Y%m%dT%H%M%S")
     name = f"{report.task}-{stamp}-{os.getpid()}-{secrets.token_hex(2)}.jsonl"
-    report.open(repo.output_dir / "calibrated" / "reports" / name)
+    report.open(OutputLayout(repo.output_dir).reports / name)
 
 
 def _close_report(report: RunReport, start: float) -> None:
@@ -463,7 +464,7 @@ def _close_report(report: RunReport, start: float) -> None:
 def _prepare_output(repo: Repository) -> None:
     try:
         repo.ensure_output()
-        (repo.output_dir / "calibrated").mkdir(exist_ok=True)
+        OutputLayout(repo.output_dir).calibrated.mkdir(exist_ok=True)
     except OSError as err:
         raise RunSetupError(
             f"cannot write in output rerun {repo.output_dir}: {err.strerror or err}"
@@ -500,7 +501,7 @@ def _run(
                 raise RunSetupError(
                     f"cannot record the configuration in {repo.output_dir}: {err.strerror or err}"
                 ) from None
-            remove_temporaries(repo.output_dir / "calibrated")
+            remove_temporaries(OutputLayout(repo.output_dir).calibrated)
             run = _Run(job, repo, full, config, options)
             _open_report(repo, run.report)
             try:
@@ -560,17 +561,13 @@ def run_catalog(
     """
     execution = execution or ExecutionOptions()
     options = options or RunOptions()
-    calibrated = repo.output_dir / "calibrated"
-    work_dir = calibrated / ".work" / "src-fragments"
-    parquet_root = calibrated / "parquet" / "src"
+    layout = OutputLayout(repo.output_dir)
 
     def ccds(works: list[CcdWork]):
-        fragments = [str(fragment_path(work_dir, w.dataid)) for w in works]
-        return calibrate_catalog_ccds, (works, fragments, config, options.doraise)
+        return calibrate_catalog_ccds, (works, layout, config, options.doraise)
 
     def visit(visit_id, outcomes):
-        args = (str(parquet_root), str(work_dir), str(calibrated), visit_id, outcomes)
-        return write_visit_parquet, args
+        return write_visit_parquet, (layout, visit_id, outcomes)
 
     job = _Job(
         "calibrateCatalog",
@@ -612,16 +609,15 @@ def run_exposure(
     """
     execution = execution or ExecutionOptions()
     options = options or RunOptions()
-    calibrated = repo.output_dir / "calibrated"
-    thumbs = calibrated / ".work" / "quicklook"
+    layout = OutputLayout(repo.output_dir)
 
     def ccds(works: list[CcdWork]):
         (work,) = works
-        thumb = str(thumbnail_path(thumbs, work.dataid)) if quicklook else ""
+        thumb = str(layout.thumbnail(work.dataid)) if quicklook else ""
         return calibrate_exposure_ccd, (work, config, options.doraise, chunk_rows, thumb)
 
     def visit(visit_id, outcomes):
-        return write_visit_quicklook, (str(calibrated), str(thumbs), visit_id, outcomes)
+        return write_visit_quicklook, (layout, visit_id, outcomes)
 
     job = _Job(
         "calibrateExposure",

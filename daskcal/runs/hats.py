@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from ..io.hats import HatsSummary, write_hats
+from ..layout import OutputLayout
 from ..repo import Repository
 
 __all__ = ["hats_paths", "write_rerun_hats"]
@@ -30,9 +31,8 @@ def hats_paths(repo: Repository, output: str | os.PathLike | None = None) -> tup
     tuple of pathlib.Path
         ``(parquet_dir, out_dir)``.
     """
-    calibrated = repo.output_dir / "calibrated"
-    out_dir = Path(output) if output is not None else calibrated / "hats"
-    return calibrated / "parquet" / "src", out_dir
+    layout = OutputLayout(repo.output_dir)
+    return layout.parquet, Path(output) if output is not None else layout.hats
 
 
 def write_rerun_hats(

@@ -21,9 +21,11 @@ import threading
 import time
 from pathlib import Path
 
+from ..layout import OutputLayout
+
 __all__ = ["LOCK_NAME", "RerunLock", "RerunLockError"]
 
-LOCK_NAME = ".daskcal.lock"
+LOCK_NAME = OutputLayout("/").lock.name
 
 
 class RerunLockError(RuntimeError):

@@ -32,9 +32,9 @@ from ..io.parquet import (
     arrow_table,
     fragment_record,
     merge_fragments,
-    visit_file,
     write_fragment,
 )
+from ..layout import OutputLayout
 from ..records import NHDU_CARD, RECORD_CARD, CcdWork, plan_ccd, read_record
 from ..report import Outcome
 
@@ -113,16 +113,6 @@ def _arrow(df: pd.DataFrame, dataid: Mapping[str, Any], record: str = ""):
     return table.replace_schema_metadata({**table.schema.metadata, FRAGMENT_KEY: record.encode()})
 
 
-def fragment_path(work_dir: Path, dataid: Mapping[str, Any]) -> Path:
-    """Where one CCD's Parquet fragment waits for its visit file."""
-    return (
-        Path(work_dir)
-        / f"tract={dataid['tract']}"
-        / f"visit-{dataid['visit']:07d}"
-        / f"ccd-{dataid['ccd']:03d}.parquet"
-    )
-
-
 TASK = "calibrateCatalog"
 
 
@@ -195,13 +185,13 @@ def _calibration_files(row: Mapping[str, Any]) -> dict[str, str]:
 
 
 def calibrate_catalog_ccds(
-    works: list[CcdWork], fragments: list[str], config: CalibrateConfig, doraise: bool = False
+    works: list[CcdWork], layout: OutputLayout, config: CalibrateConfig, doraise: bool = False
 ) -> list[Outcome]:
     """:func:`calibrate_catalog_ccd` over a group of CCDs in one task (large runs: a
     scheduler handles ~10^4 tasks of a few seconds far better than 10^6 tiny ones)."""
     return [
-        calibrate_catalog_ccd(work, fragment, config, doraise)
-        for work, fragment in zip(works, fragments, strict=True)
+        calibrate_catalog_ccd(work, str(layout.fragment(work.dataid)), config, doraise)
+        for work in works
     ]
 
 
@@ -257,11 +247,7 @@ def _recorded_members(out: Path) -> dict[str, str] | None:
 
 
 def write_visit_parquet(
-    parquet_root: str,
-    work_dir: str,
-    calibrated_dir: str,
-    visit_id: dict[str, Any],
-    outcomes: list[Outcome],
+    layout: OutputLayout, visit_id: dict[str, Any], outcomes: list[Outcome]
 ) -> Outcome:
     """Bring one visit's Parquet file up to date with the visit's CALSRC files.
 
@@ -274,8 +260,8 @@ def write_visit_parquet(
     """
     start = time.perf_counter()
     visit, tract, filt = visit_id["visit"], visit_id["tract"], visit_id["filter"]
-    out = visit_file(Path(parquet_root), tract, filt, visit)
-    folder = Path(calibrated_dir) / f"{tract:04d}" / f"{visit_id['pointing']:05d}" / filt
+    out = layout.visit_parquet(tract, filt, visit)
+    folder = layout.ccd_folder(tract, visit_id["pointing"], filt)
     where = {k: visit_id[k] for k in ("tract", "filter", "visit")}
     try:
         members, warnings = _visit_members(folder, visit)
@@ -289,7 +275,7 @@ def write_visit_parquet(
         fragments = []
         for ccd, (calsrc, record) in sorted(members.items()):
             dataid = dict(where, ccd=ccd, pointing=visit_id["pointing"])
-            frag = fragment_path(Path(work_dir), dataid)
+            frag = layout.fragment(dataid)
             if fragment_record(frag) != record:
                 write_fragment(_arrow(read_catalog(calsrc), dataid, record), frag)
             fragments.append(frag)

@@ -29,6 +29,7 @@ from ..errors import failure_reason
 from ..io.atomic import atomic_write
 from ..io.exposure import read_exposure, read_rows
 from ..io.integrity import fits_problem
+from ..layout import OutputLayout
 from ..records import read_record
 from ..report import Outcome
 
@@ -49,14 +50,14 @@ _CALEXP = re.compile(r"CALEXP-(\d{7})-(\d{3})\.fits$")
 
 
 def thumbnail_path(work_dir: str | os.PathLike, dataid: Mapping[str, Any]) -> Path:
-    """Where one CCD's thumbnail waits for its visit mosaic."""
-    visit_dir = Path(work_dir) / f"tract={dataid['tract']}" / f"visit-{dataid['visit']:07d}"
-    return visit_dir / f"ccd-{dataid['ccd']:03d}.npz"
+    """Where one CCD's thumbnail waits for its visit mosaic, under the thumbnail folder
+    ``work_dir`` (:meth:`daskcal.layout.OutputLayout.thumbnail`)."""
+    return OutputLayout.thumbnail_in(work_dir, dataid)
 
 
 def quicklook_path(calibrated_dir: str | os.PathLike, tract: int, visit: int) -> Path:
     """``<calibrated>/<tract %04d>/quicklook/visit-<visit %07d>.png``."""
-    return Path(calibrated_dir) / f"{tract:04d}" / "quicklook" / f"visit-{visit:07d}.png"
+    return OutputLayout(Path(calibrated_dir).parent).quicklook(tract, visit)
 
 
 def bin_image(
@@ -196,16 +197,16 @@ def _recorded_members(png: Path) -> str | None:
 
 
 def write_visit_quicklook(
-    calibrated_dir: str, work_dir: str, visit_id: dict[str, Any], outcomes: list[Outcome]
+    layout: OutputLayout, visit_id: dict[str, Any], outcomes: list[Outcome]
 ) -> Outcome:
     """The visit's PNG from every whole CALEXP of the visit in the output (this run's or not).
 
     The PNG records the CALEXP records it was drawn from and is redrawn when they change.
     """
     tract, filt, visit = visit_id["tract"], visit_id["filter"], visit_id["visit"]
-    out = quicklook_path(calibrated_dir, tract, visit)
+    out = layout.quicklook(tract, visit)
     where = {k: visit_id[k] for k in ("tract", "filter", "visit")}
-    folder = Path(calibrated_dir) / f"{tract:04d}" / f"{visit_id['pointing']:05d}" / filt
+    folder = layout.ccd_folder(tract, visit_id["pointing"], filt)
     try:
         members = {}
         for calexp in sorted(folder.glob(f"CALEXP-{visit:07d}-*.fits")):
@@ -225,7 +226,7 @@ def write_visit_quicklook(
             return Outcome(where, "skipped", output=str(out), kind="quicklook")
         thumbs = []
         for ccd, (calexp, _) in sorted(members.items()):
-            thumb = thumbnail_path(work_dir, {"tract": tract, "visit": visit, "ccd": ccd})
+            thumb = layout.thumbnail({"tract": tract, "visit": visit, "ccd": ccd})
             if not thumb.exists() or thumb.stat().st_mtime_ns < calexp.stat().st_mtime_ns:
                 thumbnail_from_calexp(calexp, thumb)
             with np.load(thumb) as data:
