@@ -21,7 +21,8 @@ from typing import Any, NoReturn
 from .config import CalibrateConfig, ConfigError, parse_overrides, read_config_file
 from .dataid import DataIdError, Selection, format_id, parse_selections
 from .errors import RunSetupError
-from .repo import TRACT_DATASETS, Repository, RepositoryError
+from .inventory import info_rows, missing_text
+from .repo import Repository, RepositoryError
 from .report import format_table
 from .runs.cluster import BATCH_TYPES, ClusterError, ExecutionOptions, check_execution
 from .runs.lock import RerunLockError
@@ -40,18 +41,6 @@ USER_ERRORS = (
     RunSetupError,
     RerunLockError,
 )
-INFO_DATASETS = (
-    "calexp",
-    "src",
-    "skyCorr",
-    "jointcal_wcs",
-    "jointcal_photoCalib",
-    "fgcm_photoCalib",
-    "fgcm_tract_photoCalib",
-    "calibrated_exp",
-    "calibrated_src",
-)
-
 
 @dataclass(frozen=True)
 class Command:
@@ -92,51 +81,6 @@ def open_repository(args: argparse.Namespace) -> tuple[Repository, list[Selectio
     """
     ids = parse_selections(args.id or [[]])
     return Repository(args.repo, rerun=args.rerun), ids
-
-
-def _missing_text(missing: list[dict[str, Any]], limit: int) -> str:
-    shown = " ".join(f"{d['visit']}/{d['ccd']}" for d in missing[:limit])
-    return shown + (" ..." if len(missing) > limit else "")
-
-
-def _tract_groups(
-    dataset: str, ids: list[dict[str, Any]], on_disk: dict[str, list[int]]
-) -> dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]]:
-    """Table label -> [(data id, the ids to look for)] for one dataset."""
-    if dataset not in TRACT_DATASETS:
-        return {"-": [(d, [d]) for d in ids]}
-    groups: dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = {}
-    for d in ids:
-        if d.get("tract") is not None:
-            label, tries = str(d["tract"]), [d]
-        else:
-            tracts = on_disk.get(d["filter"], [])
-            label = "on disk: " + ",".join(map(str, tracts)) if tracts else "n/a (give tract=)"
-            tries = [{**d, "tract": t} for t in tracts]
-        groups.setdefault(label, []).append((d, tries))
-    return groups
-
-
-def info_rows(
-    repo: Repository, ids: list[dict[str, Any]], limit: int = 5
-) -> list[tuple[str, str, str, str, str]]:
-    """Rows (dataset, tract, found, missing, missing ids) of the ``info`` table.
-
-    Ids with ``tract`` are looked for in that tract (one row per tract). Ids without it are
-    looked for in every tract that has jointcal/FGCM results for their filter on disk (tract
-    column ``on disk: T1,T2``) and count as found when present in any of them; a filter
-    with no such tract shows ``n/a (give tract=)`` and its ids count as missing.
-    """
-    on_disk = repo.tracts()
-    rows = []
-    for dataset in INFO_DATASETS:
-        for label, members in _tract_groups(dataset, ids, on_disk).items():
-            missing = [
-                d for d, tries in members if not any(repo.exists(dataset, t) for t in tries)
-            ]
-            found, text = len(members) - len(missing), _missing_text(missing, limit)
-            rows.append((dataset, label, str(found), str(len(missing)), text))
-    return rows
 
 
 def _info_arguments(parser: argparse.ArgumentParser) -> None:
@@ -190,7 +134,7 @@ def _print_output_states(repo: Repository, ids: list[dict[str, Any]], limit: int
         for state in ("stale", "corrupt"):
             members = states.get(state, [])
             if members:
-                shown = _missing_text([d for d, _ in members], limit)
+                shown = missing_text([d for d, _ in members], limit)
                 lines.append(f"{task} outputs {state}: {len(members)} ({shown}): {members[0][1]}")
     if lines:
         print("\n" + "\n".join(lines))
@@ -453,6 +397,74 @@ def run_hats_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _qa_arguments(parser: argparse.ArgumentParser) -> None:
+    from .qa.options import QAOptions
+
+    add_repo_arguments(parser)
+    defaults = QAOptions()
+    parser.add_argument(
+        "--n-mad",
+        type=float,
+        default=defaults.n_mad,
+        help="flag values further than this many MAD from their tract median",
+    )
+    parser.add_argument(
+        "--min-count",
+        type=_positive,
+        default=defaults.min_count,
+        help="fewest CCDs (or visits) a median and MAD are taken from",
+    )
+    parser.add_argument(
+        "--mad-floor-mmag", type=float, default=defaults.mad_floor_mmag, help="smallest MAD (mmag)"
+    )
+    parser.add_argument(
+        "--mad-floor-mas", type=float, default=defaults.mad_floor_mas, help="smallest MAD (mas)"
+    )
+    parser.add_argument(
+        "--batch-type",
+        choices=("none", "smp"),
+        default="none",
+        help="none (in process) or smp (--cores worker processes on this machine)",
+    )
+    parser.add_argument("--cores", type=_cores, default=1, help="worker processes (smp)")
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler")
+
+
+def run_qa_command(args: argparse.Namespace) -> int:
+    """``daskcal qa``: the QA report of a rerun (``calibrated/qa/index.html``)."""
+    from .qa.build import QAError, write_qa_report
+    from .qa.options import QAOptions
+    from .runs.cluster import dask_client
+
+    repo, selections = open_repository(args)
+    try:
+        options = QAOptions(
+            n_mad=args.n_mad,
+            min_count=args.min_count,
+            mad_floor_mmag=args.mad_floor_mmag,
+            mad_floor_mas=args.mad_floor_mas,
+        )
+    except ValueError as err:
+        print(f"daskcal: error: {err}", file=sys.stderr)
+        return 2
+    execution = ExecutionOptions(args.batch_type, args.cores, scheduler=args.scheduler)
+    with dask_client(execution) as client:
+        try:
+            report = write_qa_report(repo, selections, options, client=client)
+        except QAError as err:
+            print(f"daskcal: error: {err}", file=sys.stderr)
+            return 2
+    flagged = report.outliers
+    ccds = flagged[flagged["level"] == "ccd"][["visit", "ccd"]].drop_duplicates()
+    visits = int((flagged["level"] == "visit").sum())
+    print(
+        f"QA of {len(report.ccds)} CCD(s) in {len(report.visits)} visit(s): {len(flagged)} "
+        f"outlier(s) (CCDs: {len(ccds)}, visits: {visits})"
+    )
+    print(f"QA report: {report.index}")
+    return 0
+
+
 #: The subcommands, in the order ``daskcal --help`` lists them.
 COMMANDS: tuple[Command, ...] = (
     Command("info", "what exists in a repository for some data ids", _info_arguments, run_info),
@@ -474,6 +486,12 @@ COMMANDS: tuple[Command, ...] = (
         "a rerun's Parquet catalog as a HATS catalog (LSDB)",
         _hats_arguments,
         run_hats_command,
+    ),
+    Command(
+        "qa",
+        "a QA report of what the calibration did, in HTML (calibrated/qa/index.html)",
+        _qa_arguments,
+        run_qa_command,
     ),
 )
 

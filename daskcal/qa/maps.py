@@ -4,10 +4,11 @@ As the quick-look mosaics do, every CCD is placed on the gnomonic tangent plane 
 visit's centre through the affine map its sky corners give (jointcal WCS), so any camera
 layout and rotated CCDs come out right, North up and East left. A CCD shows a grid of
 values (an image over it), or one value (filled), or arrows (shifts, drawn at their grid
-points); its number and a short text are written on it, outliers are outlined in
-magenta, and one colour bar serves the map. The map is a PNG (matplotlib's Agg canvas,
-no global state) with, per CCD, the polygon it covers in image pixels, so that an HTML
-image map can show each CCD's value on hover.
+points); its number and a short text are written on it and outliers are outlined in
+magenta. One colour bar serves the map; its limits come from the CCDs that are no
+outliers, and values beyond them take the outlier colour (the bar's end triangles). The
+map is a PNG (matplotlib's Agg canvas, no global state) with, per CCD, the polygon it
+covers in image pixels, so that an HTML image map can show each CCD's value on hover.
 """
 
 from __future__ import annotations
@@ -93,14 +94,26 @@ def _centre(ra: np.ndarray, dec: np.ndarray) -> tuple[float, float]:
 
 
 def _limits(values: np.ndarray, symmetric: bool) -> tuple[float, float]:
+    """Colour limits: the range of the values, symmetric about 0 or from 0 for values that
+    cannot be negative (lengths, counts)."""
     finite = values[np.isfinite(values)]
     if not finite.size:
         return (-1.0, 1.0) if symmetric else (0.0, 1.0)
-    low, high = np.percentile(finite, [2.0, 98.0])
+    low, high = float(finite.min()), float(finite.max())
     if symmetric:
         top = max(abs(low), abs(high), 1e-6)
         return -top, top
-    return (float(low), float(high)) if high > low else (float(low) - 0.5, float(low) + 0.5)
+    low = 0.0 if finite.min() >= 0 else low
+    return (low, high) if high > low else (low - 0.5, low + 0.5)
+
+
+def _extend(values: np.ndarray, norm) -> str:
+    """Which ends of the colour bar values go beyond (drawn in the outlier colour)."""
+    finite = values[np.isfinite(values)]
+    below, above = bool((finite < norm.vmin).any()), bool((finite > norm.vmax).any())
+    return {(True, True): "both", (True, False): "min", (False, True): "max"}.get(
+        (below, above), "neither"
+    )
 
 
 def _colour_values(layers: Sequence[CcdLayer], skip: set[int]) -> np.ndarray:
@@ -141,6 +154,7 @@ def draw_focal_plane(
     -------
     MapImage
     """
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
@@ -152,7 +166,9 @@ def draw_focal_plane(
     dec = np.concatenate([layer.corner_dec for layer in layers])
     centre = _centre(ra, dec)
     norm = Normalize(*_limits(_colour_values(layers, set(outliers)), symmetric))
-    colours = ScalarMappable(norm, cmap or ("RdBu_r" if symmetric else "viridis"))
+    palette = colormaps[cmap or ("RdBu_r" if symmetric else "viridis")]
+    palette = palette.with_extremes(over=_OUTLIER, under=_OUTLIER, bad=_NO_DATA)
+    colours = ScalarMappable(norm, palette)
     fig = Figure(figsize=(5.6, 5.0), dpi=_DPI, facecolor=FIGURE_COLOUR)
     canvas = FigureCanvasAgg(fig)
     ax = fig.add_axes((0.13, 0.1, 0.68, 0.8))
@@ -186,7 +202,8 @@ def draw_focal_plane(
         _draw_arrows(ax, arrows, centre, polygons, arrow_unit)
     _frame(ax, np.concatenate([c for _, c in polygons]))
     ax.set_title(title, fontsize=9)
-    fig.colorbar(colours, ax=ax, cax=fig.add_axes((0.84, 0.1, 0.03, 0.8)), label=unit)
+    extend = _extend(_colour_values(layers, set()), norm)
+    fig.colorbar(colours, cax=fig.add_axes((0.84, 0.1, 0.03, 0.8)), label=unit, extend=extend)
     canvas.draw()
     width, height = (int(v) for v in canvas.get_width_height())
     areas = []
@@ -219,11 +236,18 @@ def _draw_arrows(ax, arrows, centre, polygons, unit: str) -> None:
 
 
 def _frame(ax, corners: np.ndarray) -> None:
+    """Limits around the CCDs with the axes' aspect ratio, so that one degree is as long
+    on both axes without matplotlib moving the limits."""
     xs, ys = corners[:, 0], corners[:, 1]
     margin = 0.04 * max(np.ptp(xs), np.ptp(ys), 1e-4)
-    ax.set_xlim(xs.max() + margin, xs.min() - margin)  # East to the left
-    ax.set_ylim(ys.min() - margin, ys.max() + margin)
-    ax.set_aspect("equal", adjustable="datalim")
+    (x0, y0), (x1, y1) = ax.get_position(original=True).get_points() * ax.figure.get_size_inches()
+    ratio = (x1 - x0) / (y1 - y0)
+    width, height = np.ptp(xs) + 2 * margin, np.ptp(ys) + 2 * margin
+    width, height = max(width, height * ratio), max(height, width / ratio)
+    cx, cy = (xs.max() + xs.min()) / 2, (ys.max() + ys.min()) / 2
+    ax.set_xlim(cx + width / 2, cx - width / 2)  # East to the left
+    ax.set_ylim(cy - height / 2, cy + height / 2)
+    ax.set_aspect("equal", adjustable="box")
     ax.tick_params(labelsize=6)
     ax.set_xlabel("xi (deg, East left)", fontsize=7)
     ax.set_ylabel("eta (deg, North up)", fontsize=7)

@@ -34,7 +34,8 @@ class QAOptions:
         Detections of different visits closer than this are the same star.
     min_visits : int
         A star enters the repeatability when detected in this many visits (of one filter,
-        for magnitudes): with 3 or more, one wrong visit cannot move the star's median.
+        for magnitudes). With 2, CCDs that share few stars with the rest of the tract hang
+        on those few and their offsets scatter; 3 ties each star to the others better.
     min_stars : int
         Fewest matched stars of a CCD for its repeatability offsets.
     max_stars : int

@@ -1,22 +1,22 @@
 """Repeatability: how a CCD's stars sit against the same stars in the other visits.
 
 A calibration error confined to one CCD of one visit (a wrong jointcal WCS, a wrong FGCM
-field) cannot be seen against the calexp's own calibration when that is itself off by a
-similar amount, but it shows against the other visits: the CCD's stars come out moved or
+field) may hide in the difference from the calexp's own calibration when that is itself
+off by as much, but it shows against the other visits: the CCD's stars come out moved or
 brighter than everywhere else. The stars of a tract (``star_*`` arrays of the CCD work
 files) are matched between visits (friends of friends within ``match_radius_arcsec``,
 pairs of one visit never linked; a group holding two detections of one visit is dropped),
 and a star detected in at least ``min_visits`` visits (of one filter, for magnitudes)
-enters a relative solution:
+enters a relative solution, as an ubercal does:
 
     value(star, ccd) = reference(star) + offset(ccd)
 
-solved by alternating a median per star (of the values minus their CCD offsets) and an
-inverse-variance weighted mean per CCD (of the values minus their star references, with
-5-MAD clipping), the offsets' median over the CCDs held at 0 (per filter for magnitudes).
-The medians make one wrong CCD unable to move a star's reference; the weighted means let
-the bright stars set the offsets. Positions are offsets on the tangent plane at the
-stars' mean position, East and North, in mas; magnitudes in mmag.
+a weighted least-squares fit (inverse variances for magnitudes, equal weights for
+positions) of every reference and offset at once, refitted without the detections beyond
+5 MAD, with the median offset over the CCDs held at 0 (per filter for magnitudes). A
+wrong CCD then gets the whole of its error and the others none, however few stars it
+shares with each of them. Positions are offsets on the tangent plane at the stars' mean
+position, East and North, in mas; magnitudes in mmag.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
+from scipy.sparse.linalg import lsqr
 from scipy.spatial import cKDTree
 
 from ..calib.sip import gnomonic_iwc
@@ -36,7 +37,7 @@ from .options import QAOptions
 __all__ = ["load_stars", "match_stars", "relative_offsets", "repeatability"]
 
 _MAS_PER_DEG = 3.6e6
-_ITERATIONS = 8
+_PASSES = 2
 _CLIP_MAD = 5.0
 REPEAT_COLUMNS = (
     "astro_east_mas",
@@ -108,43 +109,55 @@ def relative_offsets(
     star: np.ndarray,
     ccd: np.ndarray,
     gauge: np.ndarray,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """The offset of each CCD in ``value = reference(star) + offset(ccd)``.
+
+    A weighted linear least-squares solution (sparse, LSQR) over every star and CCD,
+    solved again without the detections whose normalised residual lies beyond 5 MAD
+    (variable or mismatched stars). A constant can move between the stars and the CCDs
+    of a connected set (CCDs linked by common stars): within each such set and ``gauge``
+    group the median offset is held at 0.
 
     Parameters
     ----------
     values, weights : ndarray
         One per detection (weights: inverse variances).
     star, ccd : ndarray of int
-        The detection's star and CCD (codes 0..n_ccd-1).
+        The detection's star (codes 0..n_star-1) and CCD (codes 0..n_ccd-1).
     gauge : ndarray of int
-        Per CCD code, the group whose median offset is held at 0.
+        Per CCD code, its group (e.g. its filter).
 
     Returns
     -------
-    ndarray
-        Offset per CCD code (NaN for a CCD with no detection).
+    offsets : ndarray
+        Per CCD code (NaN for a CCD with no detection used).
+    used : ndarray of int
+        Detections used per CCD code.
     """
-    n_ccd = len(gauge)
-    offset = np.zeros(n_ccd)
-    keep = np.isfinite(values) & (weights > 0)
-    use = keep
-    for iteration in range(_ITERATIONS):
-        corrected = pd.Series(values - offset[ccd])
-        reference = corrected.groupby(star).transform("median").to_numpy()
-        residual = values - reference
-        if iteration:  # clipped about the offsets of the previous pass
-            scatter = np.abs(residual - offset[ccd])
-            mad = np.median(scatter[keep]) if keep.any() else 0.0
-            use = keep & (scatter <= _CLIP_MAD * max(mad, 1e-9))
-        w = np.where(use, weights, 0.0)
-        total = np.bincount(ccd, w, n_ccd)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            offset = np.bincount(ccd, np.where(use, w * residual, 0.0), n_ccd) / total
-        offset -= pd.Series(offset).groupby(gauge).transform("median").to_numpy()
-        offset = np.nan_to_num(offset)
-    counts = np.bincount(ccd, use, n_ccd)
-    return np.where(counts > 0, offset, np.nan)
+    n_star, n_ccd = int(star.max()) + 1 if len(star) else 0, len(gauge)
+    use = np.isfinite(values) & (weights > 0)
+    offsets = np.full(n_ccd, np.nan)
+    for _ in range(_PASSES):
+        rows = np.flatnonzero(use)
+        if not rows.size:
+            break
+        root = np.sqrt(weights[rows])
+        design = csr_matrix(
+            (np.concatenate([root, root]),
+             (np.tile(np.arange(rows.size), 2), np.concatenate([star[rows], n_star + ccd[rows]]))),
+            shape=(rows.size, n_star + n_ccd),
+        )  # fmt: skip
+        solution = lsqr(design, root * values[rows], atol=1e-12, btol=1e-12)[0]
+        offsets = solution[n_star:]
+        residual = (values - solution[star] - offsets[ccd]) * np.sqrt(weights)
+        mad = np.median(np.abs(residual[rows]))
+        use = use & (np.abs(residual) <= _CLIP_MAD * max(mad, 1e-12))
+    links = coo_matrix((np.ones(len(star)), (ccd, star)), shape=(n_ccd, n_star)).tocsr()
+    _, linked = connected_components(links @ links.T, directed=False)
+    group = pd.MultiIndex.from_arrays([gauge, linked]).factorize()[0]
+    offsets = offsets - pd.Series(offsets).groupby(group).transform("median").to_numpy()
+    used = np.bincount(ccd[use], minlength=n_ccd)
+    return np.where(used > 0, offsets, np.nan), used
 
 
 def _equal_weights(stars: pd.DataFrame) -> np.ndarray:
@@ -170,9 +183,11 @@ def _solve(stars: pd.DataFrame, groups: list[str], options: QAOptions, columns, 
         else np.zeros(len(ccds), int)
     )
     out = pd.DataFrame(index=ccds)
+    counts = []
     for name, (value, weight) in columns.items():
-        out[name] = relative_offsets(used[value].to_numpy(), weight(used), star, codes, gauge)
-    out["n"] = np.bincount(codes, minlength=len(ccds))
+        out[name], n = relative_offsets(used[value].to_numpy(), weight(used), star, codes, gauge)
+        counts.append(n)
+    out["n"] = np.min(counts, axis=0) if counts else 0
     return out
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..dataid import format_id
+from ..layout import OutputLayout
 from ..report import read_report
 from .targets import recorded_configs, recorded_versions
 
@@ -107,7 +108,7 @@ def run_summary(
     keys = None if ids is None else {(d["visit"], d["ccd"]) for d in ids}
     visits = None if ids is None else {d["visit"] for d in ids}
     loaded = []
-    for path in sorted((rerun_dir / "calibrated" / "reports").glob("*.jsonl")):
+    for path in sorted(OutputLayout(rerun_dir).reports.glob("*.jsonl")):
         try:
             report = read_report(path)
         except (OSError, UnicodeDecodeError):

@@ -16,14 +16,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..calib.table import table_path
+from ..layout import OutputLayout
 from .repeat import REPEAT_COLUMNS
 
-__all__ = ["ccd_table", "sip_table_errors", "visit_table"]
+__all__ = ["MEASURED", "ccd_table", "sip_table_errors", "visit_table"]
 
 ID_COLUMNS = ("tract", "filter", "visit", "ccd")
-_MEASURED = ("zp", "phot_calexp_mmag", "shift_mas", "shift_east_mas", "shift_north_mas", "mjd",
-             "exptime")  # fmt: skip
+#: What :func:`~daskcal.qa.ccd.measure_ccd` may measure (NaN where it could not).
+MEASURED = (
+    "zp", "phot_calexp_mmag", "shift_east_mas", "shift_north_mas", "shift_mas",
+    "shift_rms_mas", "sip_error_mas", "sky_mean", "sky_min", "sky_max", "sky_range",
+    "n_sources", "n_stars", "psf_ap_mmag", "psf_ap_n", "mjd", "exptime",
+)  # fmt: skip
 
 
 def sip_table_errors(
@@ -35,7 +39,7 @@ def sip_table_errors(
 
     parts = []
     for tract, filt in sorted(set(tract_filters)):
-        path = table_path(rerun_dir, tract, filt)
+        path = OutputLayout(rerun_dir).table(tract, filt)
         try:
             names = set(pq.read_schema(path).names)
         except (OSError, ValueError):
@@ -55,8 +59,8 @@ def ccd_table(
     the table ``sip`` errors joined, and ``phot_field_mmag`` added."""
     table = pd.DataFrame([dict(r) for r in rows])
     if table.empty:
-        return pd.DataFrame(columns=[*ID_COLUMNS, "phot_field_mmag"])
-    for column in _MEASURED:
+        return pd.DataFrame(columns=[*ID_COLUMNS, *MEASURED, *REPEAT_COLUMNS, "phot_field_mmag"])
+    for column in MEASURED:
         if column not in table:
             table[column] = math.nan
     table = table.join(repeat.reindex(columns=list(REPEAT_COLUMNS)), on=["tract", "visit", "ccd"])

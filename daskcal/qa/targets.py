@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..dataid import Selection, check_id, id_from_path, sort_ids, template_glob
+from ..layout import OutputLayout
 from ..repo import REGISTRY_ONLY, Repository
 
 __all__ = [
@@ -48,14 +49,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def recorded_configs(rerun_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """Task name -> the configuration recorded in ``<rerun>/config/<task>.json``."""
-    folder = Path(rerun_dir) / "config"
+    folder = OutputLayout(rerun_dir).config
     found = {task: _read_json(folder / f"{task}.json") for task in CALIBRATE_TASKS}
     return {task: config for task, config in found.items() if config}
 
 
 def recorded_versions(rerun_dir: str | os.PathLike) -> dict[str, str]:
     """Package -> version recorded in ``<rerun>/config/packages.json`` ({} if none)."""
-    versions = _read_json(Path(rerun_dir) / "config" / "packages.json")
+    versions = _read_json(OutputLayout(rerun_dir).config / "packages.json")
     return {str(k): str(v) for k, v in versions.items()}
 
 

@@ -43,8 +43,9 @@ def tract_trends(visits: pd.DataFrame, outlier_visits: Sequence[int] = ()) -> Ma
     zp = visits["zp_per_second"] if per_second else visits["zp"]
     label = "zero point (mag, 1 count/s)" if per_second else "zero point (mag)"
     time = visits["mjd"].to_numpy(float)
-    if not np.isfinite(time).any():  # no dates recorded: in visit order
-        time = np.arange(len(visits), dtype=float)
+    dated = bool(np.isfinite(time).any())
+    origin = float(np.floor(np.nanmin(time))) if dated else 0.0
+    time = time - origin if dated else np.arange(len(visits), dtype=float)  # else: in order
     points = []
     for filt, members in visits.groupby("filter", sort=True):
         rows = members.index
@@ -57,7 +58,7 @@ def tract_trends(visits: pd.DataFrame, outlier_visits: Sequence[int] = ()) -> Ma
             ax.plot([x], [y], "o", markersize=11, markerfacecolor="none", color=_OUTLIER)
     top.set_ylabel(label, fontsize=8)
     bottom.set_ylabel("mean shift calexp -> jointcal (mas)", fontsize=8)
-    bottom.set_xlabel("MJD" if np.isfinite(visits["mjd"].to_numpy(float)).any() else "visit")
+    bottom.set_xlabel(f"days since MJD {origin:.0f}" if dated else "visits, in order", fontsize=8)
     top.legend(fontsize=7, loc="best")
     for ax in (top, bottom):
         ax.tick_params(labelsize=7)
