@@ -30,6 +30,7 @@ LAYERS = {
     "calib": 2,
     "repo": 3,
     "records": 3,
+    "inventory": 3,
     "report": 3,
     "apply": 4,
     "calexp": 4,
