@@ -1,6 +1,6 @@
 """afw Exposure files (calexp, CALEXP): a lazy xarray reader and an atomic writer.
 
-Layout (SPEC section 9): HDU 0 holds the metadata (``AR_HDU``, archive ids of the
+Layout (docs/formats.md, 'Exposures'): HDU 0 holds the metadata (``AR_HDU``, archive ids of the
 components), then IMAGE (float32), MASK (int32, ``MP_<PLANE>`` bit cards; old files int16
 + BZERO) and VARIANCE (float32), plain or tile-compressed, then the archive.
 
@@ -42,6 +42,7 @@ __all__ = [
     "ArchiveHandle",
     "ExposureFormatError",
     "exposure_archive",
+    "is_exposure_file",
     "read_exposure",
     "read_rows",
     "write_exposure",
@@ -137,6 +138,27 @@ def _plane_hdus(hdul: fits.HDUList, path: str) -> dict[str, int]:
     for plane, i in zip(PLANES, images, strict=True):
         found.setdefault(plane, i)
     return found
+
+
+def is_exposure_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an afw Exposure: HDUs 1-3 are images named IMAGE, MASK, VARIANCE.
+
+    The names are read from ``EXTTYPE`` or ``EXTNAME``; only headers are read. Anything
+    that cannot be read as such (missing, not FITS, a table in HDU 1...) gives False.
+    """
+    try:
+        with open_fits(path) as hdul:
+            names: set[str] = set()
+            for i in (1, 2, 3):
+                hdu = hdul[i]
+                if not isinstance(hdu, fits.ImageHDU | fits.CompImageHDU):
+                    return False
+                names |= {
+                    str(hdu.header.get(k, "")).strip().lower() for k in ("EXTTYPE", "EXTNAME")
+                }
+            return set(PLANES) <= names
+    except Exception:  # a guess: whatever astropy raises on a foreign file means "no"
+        return False
 
 
 def _mask_planes(header: fits.Header) -> dict[str, int]:
