@@ -1,8 +1,9 @@
 """Pure calibration kernels: one catalog frame, one image block. No Dask, no I/O.
 
-They implement hscPipe 8's calibrateCatalog / calibrateExposure arithmetic (SPEC sections
-5 and 6) on numpy arrays and pandas frames, so they can be tested on five-row frames and
-mapped over partitions or blocks by :mod:`daskcal.lazy.calibrated`.
+They implement hscPipe 8's calibrateCatalog / calibrateExposure arithmetic (docs/calibration.md,
+'Fluxes and magnitudes' and 'Images') on numpy arrays and pandas frames, so they can be
+tested on five-row frames and mapped over partitions or blocks by
+:mod:`daskcal.lazy.calibrated`.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def calibrate_image_block(
     fix_zero_variance: bool = False,
     out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Calibrate one block of an exposure (SPEC section 5, hscPipe 8 order).
+    """Calibrate one block of an exposure (docs/calibration.md, 'Images': hscPipe 8 order).
 
     image' = p c / cbar - sky; variance' = (c^2 v [+ p^2 sigma_c^2]) / cbar^2. hscPipe 8
     scales the variance by the ratio of new to old pixel values, which is NaN where a

@@ -1,7 +1,7 @@
 """The metadata of a CALEXP: the calexp's headers and archive, updated as hscPipe 8 does.
 
-A CALEXP keeps every card and archive object of its calexp. What changes (SPEC sections 5
-and 9):
+A CALEXP keeps every card and archive object of its calexp. What changes (docs/formats.md,
+'What a CALEXP carries'):
 
 - the archive gets a new constant PhotoCalib(cbar, sigma_c) and the jointcal SkyWcs, with
   new ids after the old ones (the old objects, the old PhotoCalib and SkyWcs included,

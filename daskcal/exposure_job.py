@@ -1,6 +1,7 @@
 """calibrateExposure, per CCD: read the calexp, calibrate it block by block, write CALEXP.
 
-hscPipe 8's ``CalibrateExposureTask.runDataRef`` (SPEC section 5), in its order:
+hscPipe 8's ``CalibrateExposureTask.runDataRef`` (docs/hscpipe.md, 'calibrateExposure'), in
+its order:
 
 1. photometry: ``image' = p c(x, y) / cbar``, ``variance' = (c^2 v [+ p^2 sigma_c^2]) /
    cbar^2`` with c evaluated at every pixel in PARENT coordinates; the mask is unchanged;

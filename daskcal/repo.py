@@ -209,7 +209,8 @@ class Repository:
 
     @staticmethod
     def template(dataset: str) -> str:
-        """The path template of a dataset, relative to a rerun (SPEC section 2)."""
+        """The path template of a dataset, relative to a rerun (docs/layout.md, 'Dataset
+        templates')."""
         try:
             return TEMPLATES[dataset]
         except KeyError:

@@ -177,7 +177,8 @@ def synthetic(tmp_path_factory):
 
 
 def independent_c(coefficients: np.ndarray) -> np.ndarray:
-    """c at every pixel from SPEC section 7, with numpy's own Chebyshev evaluation."""
+    """c at every pixel by docs/calibration.md, 'Bounded fields', with numpy's own Chebyshev
+    evaluation."""
     (x0, y0), (ny, nx) = XY0, SHAPE
     x, y = np.arange(x0, x0 + nx), np.arange(y0, y0 + ny)
     xr = 2.0 * (x - (2 * x0 + nx - 1) / 2) / nx

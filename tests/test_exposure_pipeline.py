@@ -41,7 +41,7 @@ def demo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tutorial(demo):
-    """The first command of SPEC section 1, as written (in process, not 8 cores)."""
+    """The first command of docs/hscpipe.md, 'Commands', as written (in process, not 8 cores)."""
     argv = [str(demo), "--calib", str(demo / "CALIB"), "--rerun", "demo:cal", *TUTORIAL_ID]
     assert calibrate_exposure_main([*argv, "--clobber-config", "--clobber-versions"]) == 0
     return Repository(demo, rerun="demo:cal")

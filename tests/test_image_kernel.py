@@ -1,4 +1,5 @@
-"""The exposure kernel (``calibrate_image_block``): the SPEC formula, bit for bit, in place."""
+"""The exposure kernel (``calibrate_image_block``): the formula of docs/calibration.md,
+'Images', bit for bit, in place."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from daskcal.apply import calibrate_image_block
 
 
 def formula(image, variance, c, cbar, sigma_c, sky, include_calib_var, fix_zero_variance):
-    """SPEC section 5 written out in float64, rounded to float32 at the end."""
+    """docs/calibration.md, 'Images', written out in float64, rounded to float32 at the end."""
     p = image.astype(np.float64)
     scale = np.asarray(c, dtype=np.float64) / cbar
     var = variance * scale**2

@@ -3,13 +3,13 @@
 A BackgroundList file holds entries of three HDUs each (image, mask, variance of a binned
 "stats" image; the first image is the primary HDU), every HDU carrying the cards INTERPSTYLE,
 UNDERSAMPLESTYLE, APPROXSTYLE, APPROXORDERX/Y, APPROXWEIGHTING and BKGD_X0/Y0/WIDTH/HEIGHT.
-Each entry becomes a full-resolution image as in afw's ``BackgroundMI.getImage`` (SPEC section
-8): a total-order Chebyshev fit when APPROXSTYLE is 0 (afw's ``ApproximateChebyshev``: terms
-T_i(x') T_j(y') with i + j <= APPROXORDERX, normal equations weighted by float32 1/variance,
-solved by LU once per entry and cached), else interpolation of each stats column
-along y then of each pixel row along x, with afw's quadratic extrapolation past the end bin
-centres. Entries are evaluated in float64, cast to float32 and summed in float32, as
-``BackgroundList.getImage`` does.
+Each entry becomes a full-resolution image as in afw's ``BackgroundMI.getImage``
+(docs/calibration.md, 'Sky correction'): a total-order Chebyshev fit when APPROXSTYLE is 0
+(afw's ``ApproximateChebyshev``: terms T_i(x') T_j(y') with i + j <= APPROXORDERX, normal
+equations weighted by float32 1/variance, solved by LU once per entry and cached), else
+interpolation of each stats column along y then of each pixel row along x, with afw's
+quadratic extrapolation past the end bin centres. Entries are evaluated in float64, cast to
+float32 and summed in float32, as ``BackgroundList.getImage`` does.
 
 Coordinates: images and blocks use 0-based indices of the full-resolution array, i.e. they are
 relative to the entry's bbox; array pixel (i, j) lies at PARENT (BKGD_X0 + i, BKGD_Y0 + j).

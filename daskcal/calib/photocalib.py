@@ -1,6 +1,7 @@
 """afw PhotoCalib: the photometric calibration c(x, y) in nJy per count, and conversions.
 
-Conversions follow afw (SPEC section 6), with c evaluated at each source position:
+Conversions follow afw (docs/calibration.md, 'Fluxes and magnitudes'), with c evaluated at
+each source position:
 
 - flux = instFlux * c
 - fluxErr = |flux| * hypot(instFluxErr / instFlux, sigma_c / c)

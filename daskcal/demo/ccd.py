@@ -1,8 +1,8 @@
 """Simulate one CCD: the calexp planes, the src table and their truth.
 
-Pixel model (SPEC sections 5 and 8, inverted): with T the true calibrated image (each
-source a Gaussian of total flux F / cbar), s the skyCorr image, c(x, y) the true
-calibration and cbar its value at the CCD centre, the calexp holds
+Pixel model (docs/calibration.md, 'Images' and 'Sky correction', inverted): with T the true
+calibrated image (each source a Gaussian of total flux F / cbar), s the skyCorr image,
+c(x, y) the true calibration and cbar its value at the CCD centre, the calexp holds
 
     p = (T + s) * cbar / c + noise,   variance v = (max(signal, 0) + B) / gain + rn^2
 

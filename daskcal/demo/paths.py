@@ -1,4 +1,5 @@
-"""Where the datasets of a demo repository live (Gen2 obs_subaru templates, SPEC section 2)."""
+"""Where the datasets of a demo repository live (Gen2 obs_subaru templates; see docs/layout.md,
+'Dataset templates')."""
 
 from __future__ import annotations
 

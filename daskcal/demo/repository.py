@@ -1,6 +1,7 @@
 """Write a complete demo Gen2 HSC repository, one Dask task per CCD, plus its truth.
 
-Layout (SPEC section 2), with ROOT the output folder and RERUN = ``ROOT/rerun/<rerun>``:
+Layout (docs/layout.md, 'Input repository'), with ROOT the output folder and RERUN =
+``ROOT/rerun/<rerun>``:
 
 - ROOT/_mapper, ROOT/registry.sqlite3 (tables ``raw`` and ``raw_visit``);
 - RERUN/repositoryCfg.yaml (parent: ROOT), the single-frame outputs (calexp, BKGD, skyCorr,
