@@ -34,14 +34,10 @@ from .dataid import (
     Selection,
     check_id,
     format_id,
-    id_from_path,
-    match_ids,
-    match_selection,
-    sort_ids,
-    template_glob,
     unique_ids,
     value_problem,
 )
+from .idmatch import id_from_path, match_ids, match_selection, sort_ids, template_glob
 from .io.atomic import atomic_write
 
 __all__ = ["Repository", "RepositoryError", "TEMPLATES", "TRACT_DATASETS", "lookup_chain"]

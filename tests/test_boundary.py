@@ -21,7 +21,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from daskcal import dataid as dataid_module
+from daskcal import idmatch as idmatch_module
 from daskcal.cli import MAX_CORES, main
 from daskcal.config import CONFIG_FILE_MAX, ConfigError, read_config_file
 from daskcal.dataid import (
@@ -33,12 +33,11 @@ from daskcal.dataid import (
     IdRange,
     Selection,
     check_id,
-    match_ids,
-    match_selection,
     parse_id,
     parse_selection,
     parse_selections,
 )
+from daskcal.idmatch import match_ids, match_selection
 from daskcal.repo import TEMPLATES, Repository, RepositoryError
 from daskcal.runs.cluster import ClusterError, ExecutionOptions, available_cores, local_cluster
 
@@ -373,7 +372,7 @@ def test_match_selection_equals_matching_the_listed_ids(selection, rows):
     columns = ["visit", "ccd", "filter"]
     expected = match_ids(selection.ids(), rows) if rows else ([], selection.ids())
     assert match_selection(selection, rows, columns) == expected
-    with mock.patch.object(dataid_module, "ENUMERATE_MAX", 0):  # the large-selection way
+    with mock.patch.object(idmatch_module, "ENUMERATE_MAX", 0):  # the large-selection way
         matched, unmatched = match_selection(selection, rows, columns)
     assert matched == expected[0]
     for narrow in unmatched:  # each reported part selects none of the rows

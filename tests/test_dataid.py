@@ -8,18 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daskcal.dataid import (
-    INT_KEYS,
-    STR_KEYS,
-    DataIdError,
-    format_id,
-    id_from_path,
-    match_ids,
-    parse_id,
-    parse_ids,
-    sort_ids,
-    template_glob,
-)
+from daskcal.dataid import INT_KEYS, STR_KEYS, DataIdError, format_id, parse_id, parse_ids
+from daskcal.idmatch import id_from_path, match_ids, sort_ids, template_glob
 from daskcal.repo import TEMPLATES
 
 

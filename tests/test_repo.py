@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from daskcal.dataid import DataIdError, id_from_path, parse_id, parse_ids
+from daskcal.dataid import DataIdError, parse_id, parse_ids
+from daskcal.idmatch import id_from_path
 from daskcal.repo import TEMPLATES, TRACT_DATASETS, Repository, RepositoryError
 
 JOINTCAL = "lsst/jointcal/tests/data/output/HSC-R/9615"

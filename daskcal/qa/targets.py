@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..dataid import Selection, check_id, id_from_path, sort_ids, template_glob
+from ..dataid import Selection, check_id
+from ..idmatch import id_from_path, sort_ids, template_glob
 from ..layout import OutputLayout
 from ..repo import REGISTRY_ONLY, Repository
 

@@ -1,8 +1,8 @@
 """The calibrate runs, start to finish: ids -> plan -> tasks -> outputs -> report.
 
 ``run_catalog`` is hscPipe's calibrateCatalog.py and ``run_exposure`` its
-calibrateExposure.py; both are one :func:`_run` over a :class:`~daskcal.runs.state.Job` that says what a CCD
-task and a visit task are. A run:
+calibrateExposure.py; both are one :func:`_run` over a :class:`~daskcal.runs.state.Job`
+that says what a CCD task and a visit task are. A run:
 
 1. expands the ids (ids with no data are reported, not fatal, as hscPipe does);
 2. takes the output rerun's lock (:mod:`daskcal.runs.lock`: one writer per rerun),
