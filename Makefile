@@ -31,6 +31,7 @@ demo: venv
 	    --id field=NGC604 tract=0 ccd=0..8^10..103 --batch-type=smp --cores=2 \
 	    --clobber-config --clobber-versions
 	$(BIN)/daskcal hats demo-repo --rerun calib
+	$(BIN)/daskcal qa demo-repo --rerun calib
 	@echo
 	$(BIN)/daskcal info demo-repo --rerun demo:calib --id field=NGC604 tract=0
 	@echo
@@ -38,6 +39,7 @@ demo: venv
 	@echo "Parquet:       demo-repo/rerun/calib/calibrated/parquet/src (hive: tract=, filter=)"
 	@echo "Quick-looks:   demo-repo/rerun/calib/calibrated/0000/quicklook/"
 	@echo "HATS (LSDB):   demo-repo/rerun/calib/calibrated/hats/calsrc"
+	@echo "QA report:     demo-repo/rerun/calib/calibrated/qa/index.html"
 
 clean:
 	rm -rf $(VENV) demo-repo .pytest_cache

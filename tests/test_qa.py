@@ -200,7 +200,13 @@ def test_repeatability_recovers_an_offset_ccd_among_noisy_visits():
             "dec": dec + rng.normal(0, 2e-6, n_star), "mag_err": err,
             "mag": mag + np.where(moved, -0.05, 0) + rng.normal(0, err),
         }))  # fmt: skip
+    # a second filter seen in two visits only: positions, but no magnitude offsets
+    rows += [frame.assign(filter="HSC-G", visit=frame["visit"] + 100)
+             for frame in rows[:2]]  # fmt: skip
     offsets = repeatability(pd.concat(rows, ignore_index=True), QAOptions())
+    assert offsets.loc[[(110, 0), (112, 1)], "phot_repeat_mmag"].isna().all()
+    assert offsets.loc[(112, 1), "astro_east_mas"] == pytest.approx(300, abs=5)
+    offsets = offsets.drop(index=[110, 112], level="visit")
     assert offsets.loc[(12, 1), "phot_repeat_mmag"] == pytest.approx(-50, abs=2)
     assert offsets.loc[(12, 1), "astro_east_mas"] == pytest.approx(300, abs=5)
     others = offsets.drop(index=[(12, 1)])

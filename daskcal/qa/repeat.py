@@ -174,8 +174,10 @@ def _solve(stars: pd.DataFrame, groups: list[str], options: QAOptions, columns, 
     """Offsets per (visit, ccd) of ``columns`` from the stars seen in enough visits."""
     per_group = stars.groupby(groups)["visit"].transform("nunique")
     used = stars[(stars["star"] >= 0) & (per_group >= options.min_visits)]
-    keys = pd.MultiIndex.from_frame(used[["visit", "ccd"]])
-    codes, ccds = pd.factorize(keys)
+    if used.empty:
+        index = pd.MultiIndex.from_tuples([], names=["visit", "ccd"])
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in [*columns, "n"]}, index=index)
+    codes, ccds = pd.MultiIndex.from_frame(used[["visit", "ccd"]]).factorize()
     star = pd.MultiIndex.from_frame(used[groups]).factorize()[0]
     gauge = (
         pd.Series(used[gauge_key].to_numpy()).groupby(codes).first().factorize()[0]
