@@ -39,8 +39,10 @@ from .dataid import (
 )
 from .idmatch import id_from_path, match_ids, match_selection, sort_ids, template_glob
 from .io.atomic import atomic_write
+from .reruns import RepositoryError, lookup_chain, read_parents, rerun_dir
 
 __all__ = ["Repository", "RepositoryError", "TEMPLATES", "TRACT_DATASETS", "lookup_chain"]
+
 
 _VC = "%(visit)07d-%(ccd)03d.fits"
 _JC = "jointcal-results/%(filter)s/%(tract)04d/jointcal_"
@@ -68,81 +70,6 @@ REGISTRY_ONLY = ("field", "dateObs", "taiObs", "expTime")
 _SQL_MAX_VALUES = 500
 
 log = logging.getLogger("daskcal")
-
-
-class RepositoryError(ValueError):
-    """Not a repository, a bad rerun, or an unreadable repositoryCfg / registry."""
-
-
-class _TolerantLoader(yaml.SafeLoader):
-    """Safe YAML loader that reads Gen2's tagged ``!RepositoryCfg_v1`` as plain data."""
-
-
-def _untagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        return loader.construct_mapping(node, deep=True)
-    if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node, deep=True)
-    return loader.construct_scalar(node)
-
-
-_TolerantLoader.add_multi_constructor("", _untagged)
-
-
-def _parent_path(directory: Path, entry: Any) -> Path | None:
-    if isinstance(entry, Mapping):
-        entry = entry.get("_root", entry.get("root"))
-    if not isinstance(entry, str | os.PathLike) or not str(entry):
-        return None
-    text = str(entry).removeprefix("file://")
-    return Path(os.path.normpath(directory / text))
-
-
-def read_parents(directory: Path) -> list[Path]:
-    """Parents of one repository folder (``repositoryCfg.yaml`` ``_parents``, ``_parent``)."""
-    cfg = directory / "repositoryCfg.yaml"
-    entries: Any = []
-    if cfg.is_file():
-        try:
-            data = yaml.load(cfg.read_text(), Loader=_TolerantLoader)
-        except yaml.YAMLError as err:
-            raise RepositoryError(f"{cfg}: unreadable YAML ({str(err).splitlines()[0]})") from None
-        raw = data.get("_parents", data.get("parents")) if isinstance(data, dict) else None
-        entries = [raw] if isinstance(raw, str | Mapping) else raw if isinstance(raw, list) else []
-    parents = [p for e in entries if (p := _parent_path(directory, e)) is not None]
-    if (directory / "_parent").is_symlink() or (directory / "_parent").exists():
-        parents.append((directory / "_parent").resolve())
-    for parent in parents:
-        if not parent.is_dir():
-            raise RepositoryError(f"{directory}: parent repository {parent} does not exist")
-    return parents
-
-
-def lookup_chain(start: Path) -> list[Path]:
-    """``start`` then its parents, depth first, each folder once (cycles are cut)."""
-    chain: list[Path] = []
-    seen: set[Path] = set()
-    stack = [Path(start)]
-    while stack:
-        directory = stack.pop()
-        if directory.resolve() in seen:
-            continue
-        seen.add(directory.resolve())
-        chain.append(directory)
-        stack.extend(reversed(read_parents(directory)))
-    return chain
-
-
-def _rerun_dir(root: Path, name: str) -> Path:
-    base = root / "rerun"
-    path = Path(name)
-    if not name or ".." in path.parts:
-        raise RepositoryError(f"rerun {name!r}: a rerun name may not be empty or contain '..'")
-    candidate = Path(os.path.normpath(path if path.is_absolute() else base / path))
-    inside = candidate.is_relative_to(base) or candidate.resolve().is_relative_to(base.resolve())
-    if candidate == base or not inside:
-        raise RepositoryError(f"rerun {name!r} is outside the repository's reruns ({base})")
-    return candidate
 
 
 class Repository:
@@ -186,8 +113,8 @@ class Repository:
         if rerun is None:
             return self.root, self.root
         name_in, _, name_out = rerun.partition(":")
-        input_dir = _rerun_dir(self.root, name_in)
-        output_dir = _rerun_dir(self.root, name_out) if name_out else input_dir
+        input_dir = rerun_dir(self.root, name_in)
+        output_dir = rerun_dir(self.root, name_out) if name_out else input_dir
         if output_dir == input_dir:
             return input_dir, output_dir
         if not input_dir.is_dir():

@@ -29,6 +29,7 @@ LAYERS = {
     "io": 1,
     "calib": 2,
     "repo": 3,
+    "reruns": 0,
     "idmatch": 0,
     "records": 3,
     "inventory": 3,
