@@ -207,6 +207,8 @@ def test_repeatability_recovers_an_offset_ccd_among_noisy_visits():
     assert offsets.loc[[(110, 0), (112, 1)], "phot_repeat_mmag"].isna().all()
     assert offsets.loc[(112, 1), "astro_east_mas"] == pytest.approx(300, abs=5)
     offsets = offsets.drop(index=[110, 112], level="visit")
+    three = repeatability(pd.concat([rows[0], rows[1], rows[4]]), QAOptions())  # 2 per filter
+    assert three["phot_repeat_mmag"].isna().all() and three["astro_east_mas"].notna().all()
     assert offsets.loc[(12, 1), "phot_repeat_mmag"] == pytest.approx(-50, abs=2)
     assert offsets.loc[(12, 1), "astro_east_mas"] == pytest.approx(300, abs=5)
     others = offsets.drop(index=[(12, 1)])

@@ -178,6 +178,7 @@ def _solve(stars: pd.DataFrame, groups: list[str], options: QAOptions, columns, 
         index = pd.MultiIndex.from_tuples([], names=["visit", "ccd"])
         return pd.DataFrame({c: pd.Series(dtype=float) for c in [*columns, "n"]}, index=index)
     codes, ccds = pd.MultiIndex.from_frame(used[["visit", "ccd"]]).factorize()
+    ccds = ccds.set_names(["visit", "ccd"])
     star = pd.MultiIndex.from_frame(used[groups]).factorize()[0]
     gauge = (
         pd.Series(used[gauge_key].to_numpy()).groupby(codes).first().factorize()[0]
