@@ -174,13 +174,17 @@ def _plane_array(path: str, hdu: int, shape: tuple[int, int], plane: str, chunk_
     stat = os.stat(path)
     name = f"{plane}-" + tokenize(path, stat.st_mtime_ns, stat.st_size, hdu, chunk_rows)
     starts = list(range(0, ny, chunk_rows)) or [0]
-    stops = [min(y0 + chunk_rows, ny) for y0 in starts]
-    graph = {
-        (name, i, 0): (read_rows, path, hdu, y0, y1, dtype.name)
-        for i, (y0, y1) in enumerate(zip(starts, stops, strict=True))
-    }
-    chunks = (tuple(y1 - y0 for y0, y1 in zip(starts, stops, strict=True)), (nx,))
-    return da.Array(graph, name, chunks, dtype=dtype)
+    chunks = (tuple(min(y0 + chunk_rows, ny) - y0 for y0 in starts), (nx,))
+    return da.map_blocks(
+        _read_block, path, hdu, dtype.name, chunks=chunks, dtype=dtype,
+        meta=np.empty((0, 0), dtype), name=name,
+    )  # fmt: skip
+
+
+def _read_block(path: str, hdu: int, dtype: str, block_info: dict | None = None) -> np.ndarray:
+    """One block task: the rows of the block, read by file name on whichever worker."""
+    (y0, y1), _ = block_info[None]["array-location"]
+    return read_rows(path, hdu, y0, y1, dtype)
 
 
 def read_exposure(path: str | os.PathLike, chunk_rows: int = 512) -> xr.Dataset:

@@ -36,6 +36,7 @@ import threading
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -364,18 +365,17 @@ def sky_coord_arrays(ds: xr.Dataset) -> tuple[da.Array, da.Array] | None:
     else:
         chunks = ((ds.sizes["y"],), (ds.sizes["x"],))
     token = tokenize(transform, chunks)
-    name, node = f"sky-coords-{token}", f"sky-transform-{token}"
-    graph: dict[Any, Any] = {node: transform}
-    rows, columns = (np.cumsum((0, *c)) for c in chunks)
-    for i, (r0, r1) in enumerate(zip(rows[:-1], rows[1:], strict=True)):
-        for j, (c0, c1) in enumerate(zip(columns[:-1], columns[1:], strict=True)):
-            graph[(name, 0, i, j)] = (_sky_block, node, int(r0), int(r1), int(c0), int(c1))
-    pair = da.Array(graph, name, ((2,), *chunks), dtype=np.float64, meta=np.empty((0, 0, 0)))
+    shared = dask.delayed(transform, pure=True, name=f"sky-transform-{token}")
+    pair = da.map_blocks(
+        _sky_block, shared, chunks=((2,), *chunks), dtype=np.float64,
+        meta=np.empty((0, 0, 0)), name=f"sky-coords-{token}",
+    )  # fmt: skip
     return pair[0], pair[1]
 
 
-def _sky_block(transform: SkyCoordTransform, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
-    """One block task: (ra, dec) stacked, shape (2, r1 - r0, c1 - c0)."""
+def _sky_block(transform: SkyCoordTransform, block_info: dict | None = None) -> np.ndarray:
+    """One block task: (ra, dec) stacked, shape (2, rows, columns) of the block."""
+    _, (r0, r1), (c0, c1) = block_info[None]["array-location"]
     ra, dec = transform.sky(np.arange(r0, r1)[:, None], np.arange(c0, c1)[None, :])
     return np.stack([ra, dec])
 
