@@ -158,7 +158,6 @@ def draw_focal_plane(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
     from matplotlib.patches import Polygon
     from matplotlib.transforms import Affine2D
 
@@ -169,16 +168,13 @@ def draw_focal_plane(
     palette = colormaps[cmap or ("RdBu_r" if symmetric else "viridis")]
     palette = palette.with_extremes(over=_OUTLIER, under=_OUTLIER, bad=_NO_DATA)
     colours = ScalarMappable(norm, palette)
-    fig = Figure(figsize=(5.6, 5.0), dpi=_DPI, facecolor=FIGURE_COLOUR)
+    polygons = [(layer, np.column_stack(gnomonic_iwc(layer.corner_ra, layer.corner_dec, centre)))
+                for layer in layers]  # fmt: skip
+    fig, ax, cax = _figure(np.concatenate([c for _, c in polygons]))
     canvas = FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.13, 0.1, 0.68, 0.8))
-    ax.set_facecolor("white")
-    font = 7 if len(layers) <= 20 else 5
-    polygons, arrows = [], []
-    for layer in layers:
-        xi, eta = gnomonic_iwc(layer.corner_ra, layer.corner_dec, centre)
-        corners = np.column_stack([xi, eta])
-        polygons.append((layer, corners))
+    font = _label_size(ax, [c for _, c in polygons])
+    arrows = []
+    for layer, corners in polygons:
         if layer.image is not None:
             ny, nx = np.shape(layer.image)
             (a, b), (c, d) = (corners[1] - corners[0]) / nx, (corners[3] - corners[0]) / ny
@@ -195,15 +191,14 @@ def draw_focal_plane(
                              linewidth=2.2 if outlier else 0.5))  # fmt: skip
         if layer.arrows is not None:
             arrows.append(layer.arrows)
-        centre_xy = corners.mean(axis=0)
-        ax.text(*centre_xy, f"{layer.ccd}\n{layer.text}" if layer.text else str(layer.ccd),
-                fontsize=font, ha="center", va="center", zorder=4, bbox=_LABEL_BOX)  # fmt: skip
+        label = f"{layer.ccd}\n{layer.text}" if layer.text else str(layer.ccd)
+        ax.text(*corners.mean(axis=0), label, fontsize=font, ha="center", va="center", zorder=4,
+                bbox=_LABEL_BOX)  # fmt: skip
     if arrows:
         _draw_arrows(ax, arrows, centre, polygons, arrow_unit)
-    _frame(ax, np.concatenate([c for _, c in polygons]))
     ax.set_title(title, fontsize=9)
     extend = _extend(_colour_values(layers, set()), norm)
-    fig.colorbar(colours, cax=fig.add_axes((0.84, 0.1, 0.03, 0.8)), label=unit, extend=extend)
+    fig.colorbar(colours, cax=cax, label=unit, extend=extend)
     canvas.draw()
     width, height = (int(v) for v in canvas.get_width_height())
     areas = []
@@ -231,23 +226,45 @@ def _draw_arrows(ax, arrows, centre, polygons, unit: str) -> None:
     scale = key / (0.9 * spacing)
     quiver = ax.quiver(xi[finite], eta[finite], east[finite], north[finite], angles="xy",
                        scale_units="xy", scale=scale, width=0.004, zorder=3)  # fmt: skip
-    ax.quiverkey(quiver, 0.02, -0.1, key, f"{key:g} {unit}", labelpos="E",
-                 coordinates="axes", fontproperties={"size": 7})  # fmt: skip
+    ax.quiverkey(quiver, 0.02, 0.1 / ax.figure.get_size_inches()[1], key, f"{key:g} {unit}",
+                 labelpos="E", coordinates="figure", fontproperties={"size": 7})  # fmt: skip
 
 
-def _frame(ax, corners: np.ndarray) -> None:
-    """Limits around the CCDs with the axes' aspect ratio, so that one degree is as long
-    on both axes without matplotlib moving the limits."""
+_AXES_WIDTH = 3.8  # inches; the height follows the CCDs' extent
+_MARGINS = (0.75, 1.05, 0.6, 0.45)  # left, right, bottom, top (inches)
+
+
+def _figure(corners: np.ndarray):
+    """A figure whose axes have the CCDs' aspect (within limits), its axes and colour-bar
+    axes; the axes limits frame the CCDs with one degree as long on both axes."""
+    from matplotlib.figure import Figure
+
     xs, ys = corners[:, 0], corners[:, 1]
-    margin = 0.04 * max(np.ptp(xs), np.ptp(ys), 1e-4)
-    (x0, y0), (x1, y1) = ax.get_position(original=True).get_points() * ax.figure.get_size_inches()
-    ratio = (x1 - x0) / (y1 - y0)
-    width, height = np.ptp(xs) + 2 * margin, np.ptp(ys) + 2 * margin
-    width, height = max(width, height * ratio), max(height, width / ratio)
+    span_x, span_y = max(np.ptp(xs), 1e-4), max(np.ptp(ys), 1e-4)
+    height = float(np.clip(_AXES_WIDTH * span_y / span_x, 1.8, 4.6))
+    left, right, bottom, top = _MARGINS
+    size = (left + _AXES_WIDTH + right, bottom + height + top)
+    fig = Figure(figsize=size, dpi=_DPI, facecolor=FIGURE_COLOUR)
+    ax = fig.add_axes((left / size[0], bottom / size[1], _AXES_WIDTH / size[0], height / size[1]))
+    ax.set_facecolor("white")
+    cax = fig.add_axes(((left + _AXES_WIDTH + 0.17) / size[0], bottom / size[1],
+                        0.15 / size[0], height / size[1]))  # fmt: skip
+    margin = 0.04 * max(span_x, span_y)
+    width, tall = span_x + 2 * margin, span_y + 2 * margin
+    width, tall = max(width, tall * _AXES_WIDTH / height), max(tall, width * height / _AXES_WIDTH)
     cx, cy = (xs.max() + xs.min()) / 2, (ys.max() + ys.min()) / 2
     ax.set_xlim(cx + width / 2, cx - width / 2)  # East to the left
-    ax.set_ylim(cy - height / 2, cy + height / 2)
+    ax.set_ylim(cy - tall / 2, cy + tall / 2)
     ax.set_aspect("equal", adjustable="box")
     ax.tick_params(labelsize=6)
     ax.set_xlabel("xi (deg, East left)", fontsize=7)
     ax.set_ylabel("eta (deg, North up)", fontsize=7)
+    return fig, ax, cax
+
+
+def _label_size(ax, polygons: Sequence[np.ndarray]) -> float:
+    """A font size (points) for CCD labels that fits a typical CCD's short side."""
+    sides = [min(np.hypot(*(c[1] - c[0])), np.hypot(*(c[3] - c[0]))) for c in polygons]
+    x0, x1 = ax.get_xlim()
+    points = float(np.median(sides)) * _AXES_WIDTH * 72 / abs(x1 - x0)
+    return float(np.clip(points / 3.6, 3.5, 7.5))
