@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,8 @@ __all__ = [
     "bytes_column",
     "decode_columns",
     "encode_table",
+    "field_names",
+    "flag_column_name",
     "flag_names",
     "make_table_hdu",
 ]
@@ -86,7 +89,14 @@ def flag_column_name(header: fits.Header) -> str | None:
     return str(header[f"TTYPE{int(col)}"])
 
 
-def decode_columns(hdu: fits.BinTableHDU, rows: slice | None = None) -> dict[str, np.ndarray]:
+def field_names(header: fits.Header) -> list[str]:
+    """Names of the table's columns (``TTYPEn``), in order, the packed flag column included."""
+    return [str(header[f"TTYPE{i}"]) for i in range(1, int(header.get("TFIELDS", 0)) + 1)]
+
+
+def decode_columns(
+    hdu: fits.BinTableHDU, rows: slice | None = None, columns: Collection[str] | None = None
+) -> dict[str, np.ndarray]:
     """Columns of an afw table HDU, with packed flags expanded to bool arrays.
 
     Parameters
@@ -95,28 +105,41 @@ def decode_columns(hdu: fits.BinTableHDU, rows: slice | None = None) -> dict[str
         The table HDU.
     rows : slice, optional
         Rows to return (all by default).
+    columns : collection of str, optional
+        Only these fields and flags (names not in the table are ignored): the others are
+        not decoded, and the packed flag column only when a flag is asked for.
 
     Returns
     -------
     dict of str to numpy.ndarray
         Column name to values in file order; the packed flag column is replaced, at its
-        position, by one bool column per ``TFLAGn`` name.
+        position, by one bool column per ``TFLAGn`` name (those in ``columns``).
     """
-    data = read_columns(hdu)
+    flagcol = flag_column_name(hdu.header)
+    names = flag_names(hdu.header) if flagcol is not None else []
+    wanted = None
+    if columns is not None:
+        wanted = set(columns)
+        names = [flag for flag in names if flag in wanted]
+        if names:
+            wanted.add(flagcol)
+    data = read_columns(hdu, wanted)
     if data is None:  # astropy's way: slower, but any binary table
         data = hdu.data
-        data = {} if data is None else {n: data[n] for n in hdu.columns.names}
+        data = {} if data is None else {n: data[n] for n in field_names(hdu.header)}
+        if wanted is not None:
+            data = {n: v for n, v in data.items() if n in wanted}
     if rows is not None:
         data = {name: values[rows] for name, values in data.items()}
     nrows = len(next(iter(data.values()))) if data else 0
-    flagcol = flag_column_name(hdu.header)
     out: dict[str, np.ndarray] = {}
     for name in data:
         values = data[name]
         if name == flagcol:
-            names = flag_names(hdu.header)
+            bit = {flag: k for k, flag in enumerate(flag_names(hdu.header))}
             bits = np.asarray(values, dtype=bool).reshape(nrows, -1) if nrows else None
-            for k, flag in enumerate(names):
+            for flag in names:
+                k = bit[flag]
                 out[flag] = bits[:, k] if bits is not None else np.zeros(0, dtype=bool)
         elif values.dtype.kind in "SU":
             out[name] = np.char.rstrip(np.asarray(values))

@@ -13,6 +13,7 @@ by a file) makes :func:`read_columns` return None, and callers use astropy.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 import numpy as np
 from astropy.io import fits
@@ -111,15 +112,26 @@ def _decode(values: np.ndarray, decode: tuple, heap: np.ndarray | None) -> np.nd
     return values.astype(values.dtype.newbyteorder("="))
 
 
-def read_columns(hdu: fits.BinTableHDU) -> dict[str, np.ndarray] | None:
-    """Every column of a file-backed binary-table HDU, decoded, without ``hdu.data``.
+def read_columns(
+    hdu: fits.BinTableHDU, names: Collection[str] | None = None
+) -> dict[str, np.ndarray] | None:
+    """The columns of a file-backed binary-table HDU, decoded, without ``hdu.data``.
+
+    Parameters
+    ----------
+    hdu : astropy.io.fits.BinTableHDU
+        The table HDU (its header and file; astropy's ``Column`` objects are not built).
+    names : collection of str, optional
+        Only these columns (names not in the table are ignored); every column when None.
+        The rows are read whole (fields are interleaved in them), but only these columns
+        are decoded, and the heap is read only when one of them is variable-length.
 
     Returns
     -------
     dict of str to numpy.ndarray, or None
-        Native-endian arrays (``X`` columns as bool arrays of shape ``(rows, n)``, ``L``
-        as bool, strings stripped, variable-length cells as an object array of arrays);
-        None when the HDU needs astropy (see the module docstring).
+        Native-endian arrays in table order (``X`` columns as bool arrays of shape
+        ``(rows, n)``, ``L`` as bool, strings stripped, variable-length cells as an object
+        array of arrays); None when the HDU needs astropy (see the module docstring).
     """
     info = hdu.fileinfo()
     source = info.get("file") if info else None
@@ -130,17 +142,19 @@ def read_columns(hdu: fits.BinTableHDU) -> dict[str, np.ndarray] | None:
     if layout is None:
         return None
     dtype, decodes = layout
+    chosen = [
+        (name, decode)
+        for name, decode in zip(dtype.names, decodes, strict=True)
+        if names is None or name in names
+    ]
     nrows = int(header["NAXIS2"])
-    heap_size = int(header.get("PCOUNT", 0)) if any(d[0] == "V" for d in decodes) else 0
+    heap_size = int(header.get("PCOUNT", 0)) if any(d[0] == "V" for _, d in chosen) else 0
     heap_start = int(header.get("THEAP", dtype.itemsize * nrows))
     size = heap_start + heap_size if heap_size else dtype.itemsize * nrows
     data = read_span(source, info["datLoc"], size)
     rows = np.frombuffer(data, dtype=dtype, count=nrows)
     heap = np.frombuffer(data, dtype="u1", offset=heap_start) if heap_size else None
-    return {
-        name: _decode(rows[name], decode, heap)
-        for name, decode in zip(dtype.names, decodes, strict=True)
-    }
+    return {name: _decode(rows[name], decode, heap) for name, decode in chosen}
 
 
 def encode_rows(dtype: np.dtype, columns: dict[str, np.ndarray], nrows: int) -> bytes:

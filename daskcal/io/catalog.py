@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,16 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 
-from .afwtable import Field, FlagField, card_key, decode_columns, encode_table, make_table_hdu
+from .afwtable import (
+    Field,
+    FlagField,
+    card_key,
+    decode_columns,
+    encode_table,
+    field_names,
+    flag_column_name,
+    make_table_hdu,
+)
 from .archive import ArchiveWriter, find_archive_hdu
 from .atomic import atomic_write
 from .fitsfile import open_fits, read_span
@@ -142,19 +151,29 @@ def _series_values(values: np.ndarray):
     return values.astype(values.dtype.newbyteorder("="), copy=False)
 
 
-def read_catalog(path: str | os.PathLike) -> pd.DataFrame:
+def read_catalog(path: str | os.PathLike, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Read the afw table in HDU 1 of ``path``.
 
     Parameters
     ----------
     path : str or os.PathLike
         An afw table file (src, CALSRC, any table version 0-3).
+    columns : sequence of str, optional
+        Only these fields and flags, in this order (repeats ignored): the other columns
+        are not decoded. Every column when None.
 
     Returns
     -------
     pandas.DataFrame
         One column per field (flags expanded to bools at the packed column's place);
-        ``attrs`` as described in the module docstring.
+        ``attrs`` as described in the module docstring (the schema of the whole table,
+        also with ``columns``).
+
+    Raises
+    ------
+    KeyError
+        A name in ``columns`` is neither a field nor a flag of the table (the message
+        names the file and the columns).
     """
     path = str(Path(path).resolve())
     with open_fits(path) as hdul:
@@ -164,12 +183,31 @@ def read_catalog(path: str | os.PathLike) -> pd.DataFrame:
             hdu = hdul[0]
         if not isinstance(hdu, fits.BinTableHDU):
             raise ValueError(f"{path}: HDU 1 is not an afw table (binary table)")
-        columns = decode_columns(hdu)
         info = _header_info(hdu.header)
+        if columns is not None:
+            columns = _known_columns(columns, hdu.header, info, path)
+        data = decode_columns(hdu, columns=columns)
+    if columns is not None:
+        data = {name: data[name] for name in columns}
     # copied (consolidated): a frame of one block per column warns when columns are added
-    df = pd.DataFrame({k: _series_values(v) for k, v in columns.items()})
+    df = pd.DataFrame({k: _series_values(v) for k, v in data.items()})
     df.attrs.update(info, path=path)
     return df
+
+
+def _known_columns(
+    columns: Sequence[str], header: fits.Header, info: dict, path: str
+) -> list[str]:
+    """``columns`` without repeats, checked against the table's fields and flags."""
+    if isinstance(columns, str):
+        raise TypeError(f"columns must be a sequence of names, not the string {columns!r}")
+    wanted = list(dict.fromkeys(columns))
+    flagcol = flag_column_name(header)
+    known = {n for n in field_names(header) if n != flagcol} | set(info["flag_names"])
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise KeyError(f"{path}: no column {', '.join(map(repr, unknown))} in the table")
+    return wanted
 
 
 def _tform(fmt: str | None) -> tuple[int, str]:
@@ -482,10 +520,11 @@ def instflux_columns(df: pd.DataFrame) -> dict[str, tuple[str, str | None]]:
     return out
 
 
-def catalog_meta(path: str | os.PathLike) -> pd.DataFrame:
+def catalog_meta(path: str | os.PathLike, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """An empty frame with :func:`read_catalog`'s columns, dtypes and attrs, from the header.
 
     Reads the header of HDU 1 only (no table rows): it is the ``meta`` of lazy catalogs.
+    ``columns`` selects as in :func:`read_catalog`.
     """
     path = str(Path(path).resolve())
     with open_fits(path) as hdul:
@@ -495,6 +534,12 @@ def catalog_meta(path: str | os.PathLike) -> pd.DataFrame:
             for c in hdul[1].columns
         ]
     empty = fits.BinTableHDU.from_columns(cols, nrows=0, header=header)
-    df = pd.DataFrame({k: _series_values(v) for k, v in decode_columns(empty).items()})
-    df.attrs.update(_header_info(header), path=path)
+    info = _header_info(header)
+    if columns is not None:
+        columns = _known_columns(columns, header, info, path)
+    data = decode_columns(empty, columns=columns)
+    if columns is not None:
+        data = {name: data[name] for name in columns}
+    df = pd.DataFrame({k: _series_values(v) for k, v in data.items()})
+    df.attrs.update(info, path=path)
     return df

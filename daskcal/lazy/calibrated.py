@@ -22,20 +22,21 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..apply import with_ids
+from ..apply import calibrated_flux_columns, with_ids
 from ..calib.skywcs import SkyWcs
 from ..calib.table import calibration_row, row_datasets
 from ..config import CalibrateConfig
 from ..dataid import format_id
 from ..errors import CalibrationMissing
 from ..exposure_job import ExposurePlan, calibrate_rows, check_skycorr, exposure_plan
-from ..io.catalog import catalog_meta, read_catalog
+from ..io.catalog import catalog_meta, read_catalog, slot_centroid_columns
 from ..repo import Repository
-from ..tasks.catalog import calibrated_frame
+from ..tasks.catalog import UNCALIBRATED_FLAG, calibrated_frame
 from .coords import with_sky_coords
-from .inputs import read_exposure, resolve_ids, stack_exposures
+from .inputs import ID_COLUMNS, read_exposure, resolve_ids, source_columns, stack_exposures
 
 __all__ = [
+    "calibration_inputs",
     "calibration_table",
     "calibrated_catalogs",
     "calibrated_exposure",
@@ -44,13 +45,46 @@ __all__ = [
 
 
 def _calibrated_partition(
-    path: str, dataid: dict[str, Any], row: dict[str, Any], config: CalibrateConfig
+    path: str,
+    dataid: dict[str, Any],
+    row: dict[str, Any],
+    config: CalibrateConfig,
+    read: list[str] | None = None,
+    keep: list[str] | None = None,
 ) -> pd.DataFrame:
-    """One CCD: read its src, add the id columns, apply its calibration-table row."""
+    """One CCD: read its src (columns ``read``), add the id columns, apply its
+    calibration-table row, keep the columns ``keep``."""
     try:
-        return calibrated_frame(with_ids(read_catalog(path), dataid), row, config)
+        out = calibrated_frame(with_ids(read_catalog(path, columns=read), dataid), row, config)
     except CalibrationMissing as err:
         raise CalibrationMissing(f"{format_id(dataid)}: {err}") from None
+    return out if keep is None else out[keep]
+
+
+def calibration_inputs(src: pd.DataFrame, columns: list[str]) -> list[str]:
+    """The src columns to read for some columns of the calibrated catalog.
+
+    Parameters
+    ----------
+    src : pandas.DataFrame
+        The src schema (e.g. :func:`daskcal.io.catalog.catalog_meta`, full).
+    columns : list of str
+        Columns of the calibrated frame, data-id columns left out.
+
+    Returns
+    -------
+    list of str
+        For each calibrated ``P_flux``, ``P_mag``, ``P_fluxErr`` or ``P_magErr`` its
+        ``P_instFlux`` and ``P_instFluxErr``; every other asked column as it is; then the
+        ``slot_Centroid`` columns (where the PhotoCalib and the SkyWcs are evaluated).
+        Without repeats, in that order.
+    """
+    made = {new: (flux, err) for new, flux, err in calibrated_flux_columns(src)}
+    read: list[str] = []
+    for name in columns:
+        read += [c for c in made[name] if c is not None] if name in made else [name]
+    read += slot_centroid_columns(src)
+    return [name for name in dict.fromkeys(read) if name in src.columns]
 
 
 def calibration_table(
@@ -111,6 +145,7 @@ def calibrated_catalogs(
     config: CalibrateConfig | None = None,
     *,
     table: pd.DataFrame | None = None,
+    columns: Iterable[str] | None = None,
 ) -> dd.DataFrame:
     """The calibrated src catalogs of some data ids, as a lazy dask DataFrame.
 
@@ -126,12 +161,20 @@ def calibrated_catalogs(
         A calibration table (:func:`daskcal.calibration_table`) in the order of the
         expanded ids (a table whose rows are not those ids, in that order, is refused
         with a ``ValueError``); read from the repository when None.
+    columns : iterable of str, optional
+        Only these columns of the calibrated catalog, in this order: src columns and
+        calibrated ones (``P_flux``, ``P_mag``, ``P_fluxErr``, ``P_magErr``). Only what
+        they need is read from the src files (:func:`calibration_inputs`: the
+        instFlux/instFluxErr of each calibrated flux, the slot centroid); the data-id
+        columns (and ``daskcal_uncalibrated`` with ``onMissingCalibration="flag"``) are
+        added as always. A name the calibrated catalog would not have raises a KeyError.
 
     Returns
     -------
     dask.dataframe.DataFrame
         One partition per CCD: the src columns (coordinates recomputed), the data-id
-        columns and the calibrated ``*_flux``, ``*_mag``, ``*_fluxErr``, ``*_magErr``.
+        columns and the calibrated ``*_flux``, ``*_mag``, ``*_fluxErr``, ``*_magErr``; or
+        the ``columns`` asked for and the data-id columns.
     """
     config = config or CalibrateConfig()
     full, paths = resolve_ids(repo, ids, "src", require_tract=True)
@@ -140,7 +183,21 @@ def calibrated_catalogs(
     _check_rows_match(table, full)
     rows = table.to_dict("records")
     meta_row = {**rows[0], "missing": "", "errors": ""}
-    meta = calibrated_frame(with_ids(catalog_meta(paths[0]), full[0]), meta_row, config)
+    src = catalog_meta(paths[0])
+    meta = calibrated_frame(with_ids(src, full[0]), meta_row, config)
+    read = keep = None
+    if columns is not None:
+        asked = source_columns(columns)
+        unknown = [name for name in asked if name not in meta.columns]
+        if unknown:
+            raise KeyError(
+                f"{paths[0]}: the calibrated catalog has no column {', '.join(map(repr, unknown))}"
+            )
+        read = calibration_inputs(src, asked)
+        keep = [*asked, *ID_COLUMNS]
+        if UNCALIBRATED_FLAG in meta.columns and UNCALIBRATED_FLAG not in keep:
+            keep.append(UNCALIBRATED_FLAG)
+        meta = meta[keep]
     # one from_map over (file, id, row), so that the partitions of every expression built
     # on it are known to be aligned (two zipped collections would be re-aligned by index)
     return dd.from_map(
@@ -148,7 +205,7 @@ def calibrated_catalogs(
         [str(p) for p in paths],
         full,
         rows,
-        args=[config],
+        args=[config, read, keep],
         meta=meta,
         label="calibrate-src",
         enforce_metadata=False,

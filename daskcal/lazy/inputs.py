@@ -32,6 +32,7 @@ __all__ = [
     "open_exposures",
     "read_exposure",
     "resolve_ids",
+    "source_columns",
 ]
 
 #: Data-id columns added to every catalog partition, in this order.
@@ -55,12 +56,33 @@ def resolve_ids(
     return full, paths
 
 
-def _catalog_partition(path: str, dataid: dict[str, Any]) -> pd.DataFrame:
-    return with_ids(read_catalog(path), dataid)
+def _catalog_partition(
+    path: str, dataid: dict[str, Any], columns: list[str] | None = None
+) -> pd.DataFrame:
+    """One CCD: its src with the id columns; only ``columns`` (src and id columns, in
+    this order) when given, as Dask's column projection passes them."""
+    out = with_ids(read_catalog(path, columns=source_columns(columns)), dataid)
+    return out if columns is None else out[list(columns)]
+
+
+def source_columns(columns: Iterable[str] | None) -> list[str] | None:
+    """The names of ``columns`` to read from a table: repeats and data-id columns left out.
+
+    The data-id columns (:data:`ID_COLUMNS`) are added to every partition anyway.
+    """
+    if columns is None:
+        return None
+    if isinstance(columns, str):
+        raise TypeError(f"columns must be a list of names, not the string {columns!r}")
+    return [name for name in dict.fromkeys(columns) if name not in ID_COLUMNS]
 
 
 def open_catalogs(
-    repo: Repository, ids: Iterable[Mapping[str, Any]] | None = None, *, dataset: str = "src"
+    repo: Repository,
+    ids: Iterable[Mapping[str, Any]] | None = None,
+    *,
+    dataset: str = "src",
+    columns: Iterable[str] | None = None,
 ) -> dd.DataFrame:
     """The src catalogs of some data ids as one lazy dask DataFrame, a partition per CCD.
 
@@ -72,23 +94,42 @@ def open_catalogs(
         Data ids, partial ones expanded through the registry (all data when None).
     dataset : str
         ``src`` or ``calibrated_src``.
+    columns : iterable of str, optional
+        Only these fields and flags, in this order: the others are never decoded. The
+        data-id columns are added as always. A name the first file's table lacks raises
+        a KeyError naming it.
 
     Returns
     -------
     dask.dataframe.DataFrame
-        Every src column (flags as bool) plus visit, ccd, tract, filter, pointing; the
-        partitions follow the sorted (visit, ccd) order of the ids. Only the first file's
-        header has been read.
+        Every src column (flags as bool), or those in ``columns``, plus visit, ccd, tract,
+        filter, pointing; the partitions follow the sorted (visit, ccd) order of the ids.
+        Only the first file's header has been read. Columns selected later are pushed into
+        the reads too (see :func:`catalogs_from_paths`).
     """
     full, paths = resolve_ids(repo, ids, dataset)
-    return catalogs_from_paths(full, paths, label=f"read-{dataset}")
+    return catalogs_from_paths(full, paths, label=f"read-{dataset}", columns=columns)
 
 
 def catalogs_from_paths(
-    ids: list[dict[str, Any]], paths: list[Path], *, label: str = "read-src"
+    ids: list[dict[str, Any]],
+    paths: list[Path],
+    *,
+    label: str = "read-src",
+    columns: Iterable[str] | None = None,
 ) -> dd.DataFrame:
-    """A lazy catalog collection over given files, one partition per (id, file)."""
+    """A lazy catalog collection over given files, one partition per (id, file).
+
+    ``columns`` selects the src columns as in :func:`open_catalogs`. Selections made
+    later (``ddf[["coord_ra", "coord_dec"]]``, ``ddf.groupby("ccd")["id"]``...) are pushed
+    into the reads too, by Dask's column projection: only those columns are decoded.
+    """
     meta = with_ids(catalog_meta(paths[0]), ids[0])
+    if columns is not None:
+        columns = [*source_columns(columns), *ID_COLUMNS]
+        unknown = [name for name in columns if name not in meta.columns]
+        if unknown:
+            raise KeyError(f"{paths[0]}: no column {', '.join(map(repr, unknown))} in the table")
     return dd.from_map(
         _catalog_partition,
         [str(p) for p in paths],
@@ -96,6 +137,7 @@ def catalogs_from_paths(
         meta=meta,
         label=label,
         enforce_metadata=False,
+        columns=columns,
     )
 
 
