@@ -357,6 +357,17 @@ class BackgroundEntry:
         return coeffs
 
 
+def _copy_rounded(out: np.ndarray, values: np.ndarray, columns: int = 128) -> None:
+    """``out[...] = values`` rounded to ``out``'s dtype; a transposed ``values`` (the
+    interpolated entries are computed column-major) is copied ``columns`` output columns
+    at a time, reading whole cache lines of its rows: ~2x faster, the same values."""
+    if values.ndim != 2 or values.flags.c_contiguous or not values.T.flags.c_contiguous:
+        np.copyto(out, values, casting="same_kind")
+        return
+    for c0 in range(0, out.shape[1], columns):
+        np.copyto(out[:, c0 : c0 + columns], values[:, c0 : c0 + columns], casting="same_kind")
+
+
 def _same(a, b) -> bool:
     if isinstance(a, np.ndarray):
         return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
@@ -398,10 +409,10 @@ class BackgroundList:
         if x0 == x1 or y0 == y1:  # dask may probe with empty blocks
             return np.zeros((y1 - y0, x1 - x0), dtype)
         total = np.empty((y1 - y0, x1 - x0), dtype)
-        np.copyto(total, self.entries[0].evaluate(x0, x1, y0, y1), casting="same_kind")
+        _copy_rounded(total, self.entries[0].evaluate(x0, x1, y0, y1))
         rounded = np.empty_like(total) if len(self.entries) > 1 else total
         for entry in self.entries[1:]:  # each entry rounded to dtype, then added in dtype
-            np.copyto(rounded, entry.evaluate(x0, x1, y0, y1), casting="same_kind")
+            _copy_rounded(rounded, entry.evaluate(x0, x1, y0, y1))
             total += rounded
         return total
 

@@ -242,8 +242,12 @@ class ProductBoundedField(BoundedField):
 
     def evaluate_grid(self, x0: int, x1: int, y0: int, y1: int) -> np.ndarray:
         out = self.factors[0].evaluate_grid(x0, x1, y0, y1)
+        if out.base is not None or not out.flags.writeable or out.dtype != np.float64:
+            out = np.array(out, dtype=np.float64)
         for f in self.factors[1:]:
-            out = out * f.evaluate_grid(x0, x1, y0, y1)
+            # in place: the same products, without a fresh image-sized array per factor
+            # (allocating those cost several times the arithmetic)
+            out *= f.evaluate_grid(x0, x1, y0, y1)
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -105,10 +105,11 @@ def _card(key: str, value, comment: str | None) -> fits.Card:
 def _write_calexp(path: Path, config: DemoConfig, data: CcdData) -> None:
     archive, ids = _calexp_archive(data)
     wcs_cards = fits.Header([(k, v) for k, v in data.model.calexp_wcs_cards.items()])
+    # as hscPipe writes calexps: every plane GZIP_2, one row per tile
     write_exposure(
         path, data.image, data.mask, data.variance,
         primary_header=_calexp_header(config, data, ids), mask_planes=MASK_PLANES,
-        archive_hdus=archive, xy0=(0, 0), compress=True,
+        archive_hdus=archive, xy0=(0, 0), compress=True, codec="afw",
         plane_headers={plane: wcs_cards for plane in ("image", "mask", "variance")},
     )  # fmt: skip
 
