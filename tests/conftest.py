@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,15 +39,44 @@ def real_path(relative: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo(tmp_path_factory):
-    """A small demo repository (one visit, CCDs 0 and 50), built once; tests that change a
-    file in it put it back, and outputs go to reruns of their own."""
+def demo_repository(tmp_path_factory):
+    """The one way tests get a demo repository: ``demo_repository(visits, ccds, seed)``.
+
+    Each set of arguments is generated once per session (daskcal's own seeded generator,
+    small CCDs) and shared by every module that asks for it: treat the result as read-only,
+    and :func:`copy_repository` it before changing a file in it.
+    """
     from daskcal.demo import make_demo_repository
+
+    built: dict[tuple, Path] = {}
+
+    def make(visits: int = 1, ccds: tuple[int, ...] = (0, 50), seed: int = 9) -> Path:
+        key = (visits, tuple(ccds), seed)
+        if key not in built:
+            root = tmp_path_factory.mktemp("demo") / "repo"
+            make_demo_repository(root, visits=visits, ccds=ccds, seed=seed, scheduler="sync")
+            built[key] = root
+        return built[key]
+
+    return make
+
+
+def copy_repository(root: Path, destination: Path) -> Path:
+    """A private copy of a demo repository: its inputs, not the reruns tests wrote."""
+
+    def inputs_only(folder, names):
+        return [n for n in names if Path(folder).name == "rerun" and n != "demo"]
+
+    return Path(shutil.copytree(root, destination, symlinks=True, ignore=inputs_only))
+
+
+@pytest.fixture(scope="session")
+def demo(demo_repository):
+    """A small demo repository (one visit, CCDs 0 and 50); tests that change a file in it
+    put it back, and outputs go to reruns of their own."""
     from daskcal.repo import Repository
 
-    root = tmp_path_factory.mktemp("demo") / "repo"
-    make_demo_repository(root, visits=1, ccds=(0, 50), seed=9, scheduler="sync")
-    return Repository(root, rerun="demo")
+    return Repository(demo_repository(), rerun="demo")
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import dask.array as da
@@ -360,8 +359,9 @@ def test_entry_validation():
         BackgroundEntry(np.zeros((2, 2)), (0, 0, 4, 4), interp_style=9)
 
 
-def test_hsc_ccd_speed():
-    """A full HSC CCD: a 64-pixel-bin Akima model (32 x 66 bins) plus a Chebyshev entry."""
+def test_a_full_hsc_ccd_model_is_evaluated_whole():
+    """A full HSC CCD: a 64-pixel-bin Akima model (32 x 66 bins) plus a Chebyshev entry
+    (its speed is measured in benchmarks/bench_background.py)."""
     rng = np.random.default_rng(0)
     bbox = (0, 0, 2048, 4176)
     background = BackgroundList(
@@ -369,7 +369,6 @@ def test_hsc_ccd_speed():
                          approx_order_x=6, approx_order_y=6),
          BackgroundEntry(rng.normal(size=(66, 32)), bbox)]
     )  # fmt: skip
-    start = time.perf_counter()
     image = background.image()
-    assert image.shape == (4176, 2048)
-    assert time.perf_counter() - start < 3.0
+    assert image.shape == (4176, 2048) and np.isfinite(image).all()
+    np.testing.assert_array_equal(image[100:110], background.image_rows(100, 110))

@@ -72,13 +72,9 @@ def files(base: Path) -> set[Path]:
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory) -> Path:
+def pristine(demo_repository) -> Path:
     """A demo repository (visit 1228, CCDs 0 and 50), copied by each test that changes it."""
-    from daskcal.demo import make_demo_repository
-
-    root = tmp_path_factory.mktemp("boundary") / "repo"
-    make_demo_repository(root, visits=1, ccds=(0, 50), seed=9, scheduler="sync")
-    return root
+    return demo_repository(visits=1, ccds=(0, 50), seed=9)
 
 
 @pytest.fixture

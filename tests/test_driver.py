@@ -4,7 +4,6 @@ report, dry runs."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,28 +12,26 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import copy_repository
 
 from daskcal.cli import main
-from daskcal.demo import make_demo_repository
 from daskcal.io.catalog import read_catalog
 from daskcal.report import Outcome, read_report
 from daskcal.runs.driver import Call, drive
 
 VISITS = 2
-CCDS = (0, 1, 2)
+CCDS = (0, 1, 50)
 ID = ["--id", "tract=0", "--no-versions"]
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    root = tmp_path_factory.mktemp("driver") / "repo"
-    make_demo_repository(root, visits=VISITS, ccds=CCDS, seed=12, scheduler="sync")
-    return root
+def pristine(demo_repository):
+    return demo_repository(visits=VISITS, ccds=CCDS, seed=11)
 
 
 @pytest.fixture
 def root(pristine, tmp_path):
-    return Path(shutil.copytree(pristine, tmp_path / "repo", symlinks=True))
+    return copy_repository(pristine, tmp_path / "repo")
 
 
 def catalog(root, *extra, rerun="demo:cal"):
@@ -153,7 +150,7 @@ def test_a_dry_run_changes_nothing_and_counts_what_a_run_would_do(root, capsys):
 def test_a_killed_driver_leaves_a_partial_report_and_the_rerun_finishes_the_rest(
     pristine, tmp_path
 ):
-    root = Path(shutil.copytree(pristine, tmp_path / "repo", symlinks=True))
+    root = copy_repository(pristine, tmp_path / "repo")
     slow = tmp_path / "slow"
     slow.mkdir()
     (slow / "sitecustomize.py").write_text(

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
+from conftest import copy_repository
 
 from daskcal.calexp import config_digest
 from daskcal.calib.background import BackgroundEntry, read_background, write_background
@@ -20,7 +21,7 @@ from daskcal.calib.sip import sip_max_error
 from daskcal.calib.skywcs import read_skywcs
 from daskcal.cli import calibrate_exposure_main, main
 from daskcal.config import CalibrateConfig
-from daskcal.demo import make_demo_repository, truth_image
+from daskcal.demo import truth_image
 from daskcal.io.archive import read_archive
 from daskcal.io.exposure import exposure_archive, read_exposure, write_exposure
 from daskcal.repo import Repository
@@ -33,10 +34,10 @@ WCS_KEY = re.compile(r"^(WCSAXES|CTYPE\d|CRPIX\d|CRVAL\d|CUNIT\d|CD\d_\d|RADESYS
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo") / "repo"
-    make_demo_repository(root, visits=2, ccds=(0, 50), seed=5, scheduler="sync")
-    return root
+def demo(demo_repository, tmp_path_factory):
+    """A copy of the shared demo repository: the tutorial run writes reruns into it."""
+    return copy_repository(demo_repository(visits=2, ccds=(0, 50), seed=5),
+                           tmp_path_factory.mktemp("exposure") / "repo")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +48,10 @@ def tutorial(demo):
     return Repository(demo, rerun="demo:cal")
 
 
-def inputs_only(folder, names):
-    """copytree filter: the demo's inputs, not the reruns other tests wrote."""
-    return [n for n in names if os.path.basename(folder) == "rerun" and n != "demo"]
-
-
 @pytest.fixture
 def copy(demo, tmp_path):
     """A private copy of the demo repository, to break inputs in."""
-    return shutil.copytree(demo, tmp_path / "repo", ignore=inputs_only)
+    return copy_repository(demo, tmp_path / "repo")
 
 
 def ids_of(repo):
@@ -257,7 +253,7 @@ def test_a_killed_run_leaves_no_partial_calexp(demo, tmp_path):
     import sys
     import time
 
-    root = shutil.copytree(demo, tmp_path / "repo", ignore=inputs_only)
+    root = copy_repository(demo, tmp_path / "repo")
     repo = Repository(root, rerun="demo")
     source = ids_of(repo)[1]
     with sqlite3.connect(root / "registry.sqlite3") as db:

@@ -12,12 +12,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from astropy.coordinates import Latitude, Longitude, SkyCoord
+from conftest import copy_repository
 from hats.catalog import PartitionInfo, TableProperties
 from hats.io.validation import is_valid_catalog
 
 import daskcal.io.hats as dh
 from daskcal.cli import main
-from daskcal.demo import make_demo_repository
 from daskcal.io.hats import choose_order, open_parquet_dataset, write_hats
 
 # lsdb 0.11 / nested-pandas call pandas options and keywords that pandas 3.1 deprecates.
@@ -38,10 +38,10 @@ def lsdb():
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(demo_repository, tmp_path_factory):
     """A small demo repository calibrated into rerun ``calib`` (with its Parquet dataset)."""
-    root = tmp_path_factory.mktemp("hats") / "repo"
-    make_demo_repository(root, visits=2, ccds=[0, 50], size="small", seed=3, scheduler="sync")
+    root = copy_repository(demo_repository(visits=2, ccds=(0, 50), seed=5),
+                           tmp_path_factory.mktemp("hats") / "repo")  # fmt: skip
     args = ["catalog", str(root), "--rerun", "demo:calib", "--id", "tract=0", "--no-versions"]
     assert main(args) == 0
     return root

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import copy_repository
 
 from daskcal.cli import main
-from daskcal.demo import make_demo_repository
 from daskcal.io.atomic import temporary_name
 from daskcal.io.integrity import fits_problem, parquet_problem
 from daskcal.records import NHDU_CARD, RECORD_CARD, ccd_action, read_record
@@ -31,15 +31,13 @@ ID = ["--id", "tract=0", f"visit={VISIT}", "--no-versions"]
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reliable") / "repo"
-    make_demo_repository(root, visits=1, ccds=CCDS, seed=11, scheduler="sync")
-    return root
+def pristine(demo_repository):
+    return demo_repository(visits=1, ccds=CCDS, seed=11)
 
 
 @pytest.fixture
 def root(pristine, tmp_path):
-    return Path(shutil.copytree(pristine, tmp_path / "repo", symlinks=True))
+    return copy_repository(pristine, tmp_path / "repo")
 
 
 def catalog(root, *extra):
@@ -284,7 +282,7 @@ def test_concurrent_runs_on_one_rerun_lose_nothing(root):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_gives_128_plus_signal_and_a_partial_report(pristine, tmp_path, signum):
-    root = Path(shutil.copytree(pristine, tmp_path / "repo", symlinks=True))
+    root = copy_repository(pristine, tmp_path / "repo")
     slow = tmp_path / "slow"  # each CCD takes 2 s more: time to be interrupted mid-run
     slow.mkdir()
     (slow / "sitecustomize.py").write_text(

@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
-
-from daskcal.demo import make_demo_repository
+from conftest import copy_repository
 
 pytestmark = [
     pytest.mark.skipif(
@@ -44,11 +43,11 @@ jobqueue:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, demo_repository):
     """The demo repository calibrated twice: ``--batch-type=none`` and ``--batch-type=slurm``."""
     tmp = tmp_path_factory.mktemp("slurm")
     repo = tmp / "repo"
-    make_demo_repository(repo, visits=2, ccds=(0, 1, 50), seed=11, scheduler="sync")
+    copy_repository(demo_repository(visits=2, ccds=(0, 1, 50), seed=11), repo)
     (tmp / "dask").mkdir()
     (tmp / "dask" / "jobqueue.yaml").write_text(SITE_YAML.format(tmp=tmp))
     env = {**os.environ, "DASK_CONFIG": str(tmp / "dask")}
