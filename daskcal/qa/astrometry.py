@@ -25,6 +25,13 @@ def wcs_shift(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The sky shift from ``old`` to ``new`` at PARENT pixels ``(x, y)``.
 
+    Parameters
+    ----------
+    old, new : SkyWcs
+        The calexp's WCS and the one applied (jointcal).
+    x, y : ndarray
+        0-based PARENT pixel positions (one shape).
+
     Returns
     -------
     ra, dec : ndarray
@@ -41,7 +48,18 @@ def wcs_shift(
 
 
 def sip_error(header: Any) -> float:
-    """``DASKCAL_SIPERR`` (mas) of a CALEXP primary header; NaN when absent."""
+    """The TAN-SIP error recorded in a CALEXP.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header or mapping, or None
+        The CALEXP's primary header.
+
+    Returns
+    -------
+    float
+        ``DASKCAL_SIPERR`` (mas); NaN when absent or not a number.
+    """
     value = header.get(SIP_ERROR_CARD) if header is not None else None
     try:
         return float(value)

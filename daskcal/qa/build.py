@@ -180,22 +180,18 @@ def _write(repo, ids, configs, work_dir, options, client) -> QAReport:
 
 
 def _page_tasks(folder: Path, ccds, visits, outliers, options) -> list:
-    tasks = []
+    """One task per visit writing its page, with its CCD rows and outliers."""
+    by_visit = {key: _records(rows) for key, rows in ccds.groupby(["tract", "visit"])}
+    flagged = {key: _records(rows) for key, rows in outliers.groupby(["tract", "visit"])}
     order = _records(visits)
+    tasks = []
     for i, visit in enumerate(order):
-        members = ccds[(ccds["tract"] == visit["tract"]) & (ccds["visit"] == visit["visit"])]
-        mine = outliers[
-            (outliers["tract"] == visit["tract"]) & (outliers["visit"] == visit["visit"])
-        ]
-        neighbours = (
-            order[i - 1] if i > 0 else None,
-            order[i + 1] if i + 1 < len(order) else None,
-        )
-        path = folder / visit_page_name(visit["tract"], visit["visit"])
-        name = f"qa-page-{visit['tract']}-{visit['visit']}"
+        key = (visit["tract"], visit["visit"])
+        neighbours = (order[i - 1] if i else None, order[i + 1] if i + 1 < len(order) else None)
+        path = folder / visit_page_name(*key)
         tasks.append(dask.delayed(write_visit_page, pure=False)(
-            str(path), visit, _records(members), _records(mine), options, neighbours,
-            dask_key_name=name,
+            str(path), visit, by_visit.get(key, []), flagged.get(key, []), options, neighbours,
+            dask_key_name=f"qa-page-{key[0]}-{key[1]}",
         ))  # fmt: skip
     return tasks
 

@@ -43,8 +43,19 @@ _MJD_CARDS = ("MJD-OBS", "MJD")
 
 
 def cell_grid(bbox: tuple[int, int, int, int], cells: int) -> tuple[np.ndarray, np.ndarray]:
-    """PARENT pixel centres of a grid of cells over an inclusive bbox; ``cells`` along its
-    long side and the short side in proportion (at least 2). Shape (ny, nx).
+    """PARENT pixel centres of a grid of cells over a CCD.
+
+    Parameters
+    ----------
+    bbox : (int, int, int, int)
+        Inclusive PARENT box (x0, y0, x1, y1).
+    cells : int
+        Cells along the long side; the short side in proportion (at least 2).
+
+    Returns
+    -------
+    x, y : ndarray
+        Shape (ny, nx).
 
     >>> x, y = cell_grid((0, 0, 255, 511), 16)
     >>> x.shape, float(x[0, 0]), float(y[0, 0])
@@ -60,8 +71,20 @@ def cell_grid(bbox: tuple[int, int, int, int], cells: int) -> tuple[np.ndarray, 
 
 
 def exposure_info(path: str | os.PathLike) -> dict[str, Any]:
-    """bbox (PARENT x0, y0, x1, y1 inclusive, from the raw IMAGE header without
-    decompressing it), MJD and exposure time (primary header) of an exposure file."""
+    """Box, date and exposure time of an exposure file, from its headers only.
+
+    Parameters
+    ----------
+    path : path
+        A calexp or CALEXP.
+
+    Returns
+    -------
+    dict
+        ``bbox`` (PARENT x0, y0, x1, y1 inclusive, from the raw IMAGE header without
+        decompressing it), ``mjd`` (``MJD-OBS`` or ``MJD``) and ``exptime`` (``EXPTIME``);
+        NaN where a card is absent.
+    """
     with open_fits(path, disable_image_compression=True) as hdul:
         primary, image = hdul[0].header, hdul[1].header
         nx = int(image.get("ZNAXIS1", image.get("NAXIS1", 0)))
@@ -141,6 +164,13 @@ def _sources(path, options: QAOptions, grids: dict, row: dict) -> None:
 
 def measure_ccd(target: CcdTarget, options: QAOptions) -> dict[str, Any]:
     """Measure one CCD and save its grids (see the module docstring).
+
+    Parameters
+    ----------
+    target : CcdTarget
+        The CCD's data id, files and work file.
+    options : QAOptions
+        Grid size and star selection.
 
     Returns
     -------

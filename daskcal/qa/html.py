@@ -64,12 +64,37 @@ def _environment():
 
 
 def render_page(template: str, **context: Any) -> str:
-    """Render ``templates/<template>`` with ``context``."""
+    """Render a page.
+
+    Parameters
+    ----------
+    template : str
+        A file of ``daskcal/qa/templates``.
+    **context
+        Its variables.
+
+    Returns
+    -------
+    str
+        The HTML.
+    """
     return _environment().get_template(template).render(**context)
 
 
 def write_page(path: str | os.PathLike, html: str) -> Path:
-    """Write a page atomically (UTF-8)."""
+    """Write a page atomically (UTF-8).
+
+    Parameters
+    ----------
+    path : path
+        Where.
+    html : str
+        The page.
+
+    Returns
+    -------
+    Path
+    """
     with atomic_write(path) as tmp:
         Path(tmp).write_text(html, encoding="utf-8")
     return Path(path)

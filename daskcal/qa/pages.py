@@ -119,6 +119,11 @@ def write_index_page(
         The options used.
     n_ccds : int
         CCDs measured.
+
+    Returns
+    -------
+    Path
+        The page written.
     """
     n_visits = sum(len(t["visits"]) for t in tracts)
     html = render_page(

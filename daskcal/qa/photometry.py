@@ -22,6 +22,15 @@ AB_ZEROPOINT = 31.4
 def zeropoint(c: Any) -> np.ndarray:
     """AB magnitude of one count for calibrations ``c`` (nJy per count); NaN where c <= 0.
 
+    Parameters
+    ----------
+    c : array_like
+        Calibration values.
+
+    Returns
+    -------
+    ndarray or float
+
     >>> round(float(zeropoint(1.0) - zeropoint(1.1)), 4)
     0.1035
     """
@@ -31,10 +40,36 @@ def zeropoint(c: Any) -> np.ndarray:
 
 
 def zeropoint_grid(photocalib: PhotoCalib, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The zero point at PARENT pixels ``(x, y)`` (arrays of one shape)."""
+    """The zero point of a calibration at PARENT pixels.
+
+    Parameters
+    ----------
+    photocalib : PhotoCalib
+        Constant or spatially varying.
+    x, y : ndarray
+        Pixel positions (one shape).
+
+    Returns
+    -------
+    ndarray
+        Zero points (mag), shaped as ``x``.
+    """
     return zeropoint(np.broadcast_to(photocalib.evaluate(x, y), np.shape(x)))
 
 
 def mean_zeropoint(photocalib: PhotoCalib, x: np.ndarray, y: np.ndarray) -> float:
-    """The zero point of the calibration's mean over the points ``(x, y)``."""
+    """The zero point of the calibration's mean over some pixels.
+
+    Parameters
+    ----------
+    photocalib : PhotoCalib
+        Constant or spatially varying.
+    x, y : ndarray
+        Pixel positions (one shape), e.g. a grid over the CCD.
+
+    Returns
+    -------
+    float
+        Zero point (mag) of the mean calibration.
+    """
     return float(zeropoint(np.mean(photocalib.evaluate(x, y))))

@@ -50,8 +50,19 @@ REPEAT_COLUMNS = (
 
 
 def load_stars(works: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """The stars of CCD work files: rows with ``visit``, ``ccd``, ``filter`` and ``work``
-    give a table of visit, ccd, filter, ra, dec (degrees), mag, mag_err."""
+    """The stars saved in CCD work files.
+
+    Parameters
+    ----------
+    works : iterable of mapping
+        CCD rows with ``visit``, ``ccd``, ``filter`` and ``work`` (the ``.npz`` file; rows
+        without one are skipped).
+
+    Returns
+    -------
+    pandas.DataFrame
+        visit, ccd, filter, ra, dec (degrees), mag, mag_err.
+    """
     parts = []
     for row in works:
         if not row.get("work"):
@@ -80,6 +91,15 @@ def match_stars(
     ra: np.ndarray, dec: np.ndarray, visit: np.ndarray, radius_arcsec: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Group detections of one star across visits.
+
+    Parameters
+    ----------
+    ra, dec : ndarray
+        Positions (degrees).
+    visit : ndarray
+        Visit of each detection.
+    radius_arcsec : float
+        Linking length.
 
     Returns
     -------
@@ -196,6 +216,13 @@ def _solve(stars: pd.DataFrame, groups: list[str], options: QAOptions, columns, 
 
 def repeatability(stars: pd.DataFrame, options: QAOptions) -> pd.DataFrame:
     """Per (visit, ccd) offsets of a tract's stars against the other visits.
+
+    Parameters
+    ----------
+    stars : pandas.DataFrame
+        :func:`load_stars` of one tract.
+    options : QAOptions
+        ``match_radius_arcsec``, ``min_visits`` and ``min_stars``.
 
     Returns
     -------

@@ -40,7 +40,19 @@ def _values(catalog: pd.DataFrame, name: str, fill: Any = np.nan) -> np.ndarray:
 
 
 def star_mask(catalog: pd.DataFrame, min_snr: float) -> np.ndarray:
-    """The rows that are unblended, unflagged stars with PSF S/N above ``min_snr``."""
+    """The rows that are unblended, unflagged stars (see the module docstring).
+
+    Parameters
+    ----------
+    catalog : pandas.DataFrame
+        A CALSRC (or src) read with :func:`daskcal.io.catalog.read_catalog`.
+    min_snr : float
+        Lowest PSF signal-to-noise.
+
+    Returns
+    -------
+    ndarray of bool
+    """
     psf = _measurement(catalog, "slot_PsfFlux", "base_PsfFlux")
     aperture = _measurement(catalog, "slot_CalibFlux", "base_CircularApertureFlux_12_0")
     flux = _values(catalog, f"{psf}_instFlux").astype(float)
@@ -56,6 +68,13 @@ def star_mask(catalog: pd.DataFrame, min_snr: float) -> np.ndarray:
 
 def source_metrics(catalog: pd.DataFrame, options: QAOptions) -> dict[str, float]:
     """Source counts and the median PSF - aperture magnitude (mmag) of bright stars.
+
+    Parameters
+    ----------
+    catalog : pandas.DataFrame
+        A CALSRC.
+    options : QAOptions
+        ``bright_snr`` and ``match_snr``.
 
     Returns
     -------
@@ -78,8 +97,21 @@ def source_metrics(catalog: pd.DataFrame, options: QAOptions) -> dict[str, float
 
 
 def star_table(catalog: pd.DataFrame, options: QAOptions) -> dict[str, np.ndarray]:
-    """The brightest ``max_stars`` stars above ``match_snr``: ra, dec (degrees), PSF
-    magnitude and its error, for matching with other visits."""
+    """The stars to match with other visits.
+
+    Parameters
+    ----------
+    catalog : pandas.DataFrame
+        A CALSRC (positions from the jointcal WCS, calibrated magnitudes).
+    options : QAOptions
+        ``match_snr`` and ``max_stars``.
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``ra``, ``dec`` (degrees), ``mag`` and ``mag_err`` (PSF) of the brightest
+        ``max_stars`` stars above ``match_snr``.
+    """
     psf = _measurement(catalog, "slot_PsfFlux", "base_PsfFlux")
     keep = star_mask(catalog, options.match_snr)
     mag = _values(catalog, f"{psf}_mag").astype(float)

@@ -100,6 +100,10 @@ def run_summary(
         The output rerun (``calibrated/reports`` and ``config`` under it).
     ids : iterable of mapping, optional
         Restrict to these data ids (by visit and ccd; visit outcomes by visit).
+
+    Returns
+    -------
+    RunSummary
     """
     rerun_dir = Path(rerun_dir)
     summary = RunSummary(configs=recorded_configs(rerun_dir),

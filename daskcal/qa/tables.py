@@ -33,8 +33,20 @@ MEASURED = (
 def sip_table_errors(
     rerun_dir: str | os.PathLike, tract_filters: Iterable[tuple[int, str]]
 ) -> pd.DataFrame:
-    """``sip_max_error_mas`` of the calibration tables ``calib-<filter>.parquet`` by
-    (tract, visit, ccd); tables or columns that are absent are left out."""
+    """The TAN-SIP errors recorded in the calibration tables.
+
+    Parameters
+    ----------
+    rerun_dir : path
+        The output rerun.
+    tract_filters : iterable of (int, str)
+        The (tract, filter) tables ``calib-<filter>.parquet`` to read.
+
+    Returns
+    -------
+    pandas.DataFrame
+        tract, visit, ccd, ``sip_max_error_mas``; absent tables or columns left out.
+    """
     import pyarrow.parquet as pq
 
     parts = []
@@ -55,8 +67,23 @@ def sip_table_errors(
 def ccd_table(
     rows: Iterable[Mapping[str, Any]], repeat: pd.DataFrame, sip: pd.DataFrame
 ) -> pd.DataFrame:
-    """One row per CCD: the measured ``rows``, ``repeat`` (index tract, visit, ccd) and
-    the table ``sip`` errors joined, and ``phot_field_mmag`` added."""
+    """The per-CCD table of a report.
+
+    Parameters
+    ----------
+    rows : iterable of mapping
+        What :func:`~daskcal.qa.ccd.measure_ccd` returned.
+    repeat : pandas.DataFrame
+        Repeatability offsets, index (tract, visit, ccd).
+    sip : pandas.DataFrame
+        :func:`sip_table_errors`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per CCD, sorted by tract, visit, ccd: the measured columns (NaN where not
+        measured), the repeatability, ``sip_max_error_mas`` and ``phot_field_mmag``.
+    """
     table = pd.DataFrame([dict(r) for r in rows])
     if table.empty:
         return pd.DataFrame(columns=[*ID_COLUMNS, *MEASURED, *REPEAT_COLUMNS, "phot_field_mmag"])
@@ -71,7 +98,21 @@ def ccd_table(
 
 
 def visit_table(ccds: pd.DataFrame) -> pd.DataFrame:
-    """One row per (tract, visit): filter, mjd, exptime, CCDs, zero points, shifts.
+    """The per-visit table of a report: one row per (tract, visit).
+
+    Parameters
+    ----------
+    ccds : pandas.DataFrame
+        :func:`ccd_table`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        tract, visit, filter, mjd, exptime, n_ccds, zp, mean_shift_mas, repeat_mas,
+        zp_per_second, zp_per_second_mmag.
+
+    Notes
+    -----
 
     ``zp`` is the median of the CCD zero points (mag of one count), ``zp_per_second``
     the same for one count per second of exposure; ``mean_shift_mas`` the mean over the

@@ -49,20 +49,54 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def recorded_configs(rerun_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Task name -> the configuration recorded in ``<rerun>/config/<task>.json``."""
+    """The configurations recorded in an output rerun.
+
+    Parameters
+    ----------
+    rerun_dir : path
+        The output rerun.
+
+    Returns
+    -------
+    dict
+        Task name -> its ``config/<task>.json`` (tasks without one left out).
+    """
     folder = OutputLayout(rerun_dir).config
     found = {task: _read_json(folder / f"{task}.json") for task in CALIBRATE_TASKS}
     return {task: config for task, config in found.items() if config}
 
 
 def recorded_versions(rerun_dir: str | os.PathLike) -> dict[str, str]:
-    """Package -> version recorded in ``<rerun>/config/packages.json`` ({} if none)."""
+    """The package versions recorded in an output rerun.
+
+    Parameters
+    ----------
+    rerun_dir : path
+        The output rerun.
+
+    Returns
+    -------
+    dict of str to str
+        Package -> version from ``config/packages.json`` ({} if none).
+    """
     versions = _read_json(OutputLayout(rerun_dir).config / "packages.json")
     return {str(k): str(v) for k, v in versions.items()}
 
 
 def calibration_datasets(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """Role (``photocalib``, ``skywcs``) -> the dataset the recorded run applied."""
+    """The calibration datasets the recorded run applied.
+
+    Parameters
+    ----------
+    configs : mapping
+        :func:`recorded_configs`.
+
+    Returns
+    -------
+    dict of str to str
+        ``photocalib`` -> ``<externalPhotoCalibName>_photoCalib``, ``skywcs`` ->
+        ``<externalSkyWcsName>_wcs``.
+    """
     chosen = next((configs[t] for t in CALIBRATE_TASKS if t in configs), {})
     names = {k: str(chosen.get(k, default)) for k, default in _DEFAULT_NAMES.items()}
     return {
@@ -72,8 +106,19 @@ def calibration_datasets(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, 
 
 
 def output_ids(repo: Repository) -> list[dict[str, Any]]:
-    """Data ids (visit, ccd, tract, pointing, filter) with a CALEXP or CALSRC in the output
-    rerun, from the file names; names holding values no data id can have are left out."""
+    """The CCDs with a CALEXP or CALSRC in the output rerun, from the file names.
+
+    Parameters
+    ----------
+    repo : Repository
+        Its output rerun is listed.
+
+    Returns
+    -------
+    list of dict
+        Data ids (tract, pointing, filter, visit, ccd), sorted; names holding values no
+        data id can have are left out.
+    """
     found: dict[tuple, dict[str, Any]] = {}
     for dataset in ("calibrated_exp", "calibrated_src"):
         template = Repository.template(dataset)
@@ -87,10 +132,21 @@ def output_ids(repo: Repository) -> list[dict[str, Any]]:
 def select_ids(
     repo: Repository, ids: Iterable[Mapping[str, Any]], selections: Iterable[Selection]
 ) -> list[dict[str, Any]]:
-    """The ids that some ``--id`` selection matches (all of them without selections).
+    """The ids that some ``--id`` selection matches.
 
-    Keys the file names lack (``field``, ``dateObs``, ...) are matched through the
-    registry, as the calibrate commands match them.
+    Parameters
+    ----------
+    repo : Repository
+        Its registry matches the keys the file names lack (``field``, ``dateObs``, ...),
+        as the calibrate commands match them.
+    ids : iterable of mapping
+        :func:`output_ids`.
+    selections : iterable of Selection
+        ``--id`` selections; none keeps every id.
+
+    Returns
+    -------
+    list of dict
     """
     ids = [dict(d) for d in ids]
     selections = list(selections)
@@ -137,8 +193,23 @@ def ccd_targets(
     datasets: Mapping[str, str],
     work_dir: str | os.PathLike,
 ) -> list[CcdTarget]:
-    """The files of each id (see :class:`CcdTarget`); ``datasets`` from
-    :func:`calibration_datasets`."""
+    """The files of each CCD.
+
+    Parameters
+    ----------
+    repo : Repository
+        Inputs are found along its chain, outputs in its output rerun.
+    ids : iterable of mapping
+        Full data ids with tract.
+    datasets : mapping
+        :func:`calibration_datasets`.
+    work_dir : path
+        Where the work files go.
+
+    Returns
+    -------
+    list of CcdTarget
+    """
     roles = {"calexp": "calexp", "skycorr": "skyCorr", **datasets}
     targets = []
     for d in ids:

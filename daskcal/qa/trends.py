@@ -75,7 +75,18 @@ def tract_trends(visits: pd.DataFrame, outlier_visits: Sequence[int] = ()) -> Ma
 
 
 def seconds_histogram(seconds: Mapping[str, Sequence[float]]) -> bytes | None:
-    """PNG histogram of the seconds per CCD of each task (None when nothing was timed)."""
+    """A histogram of the time the run spent per CCD.
+
+    Parameters
+    ----------
+    seconds : mapping of str to sequence of float
+        Task -> seconds per CCD (:attr:`RunSummary.seconds`).
+
+    Returns
+    -------
+    bytes or None
+        PNG; None when nothing was timed.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -189,6 +189,11 @@ def visit_maps(
         ``median_zp``: the visit's median zero point.
     outliers : mapping of str to sequence of int
         Outlier metric -> its outlying CCDs in this visit.
+
+    Returns
+    -------
+    list of (MapSpec, MapImage)
+        The maps drawn, in :data:`MAPS` order (a map no CCD can be drawn on is left out).
     """
     drawn = []
     for spec in MAPS:
