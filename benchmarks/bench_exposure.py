@@ -177,7 +177,7 @@ def bench_full(repo: Repository, cores: int) -> dict:
 
 def bench_phases(source: Repository, work: Path) -> None:
     """Where one CCD's time goes, in this process (no Dask)."""
-    from daskcal import exposure_job as job
+    from daskcal.tasks import exposure as job
     from daskcal.calib.background import background_block
     from daskcal.calib.table import calibration_row
 

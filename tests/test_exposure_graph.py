@@ -18,11 +18,11 @@ from daskcal.calib.photocalib import read_photocalib
 from daskcal.calib.skywcs import read_skywcs
 from daskcal.cli import main
 from daskcal.config import CalibrateConfig
-from daskcal.exposure_job import ExposurePlan, calibrate_rows, exposure_plan
 from daskcal.io.exposure import read_exposure, write_exposure
 from daskcal.lazy.calibrated import calibrated_exposure, calibration_table
 from daskcal.repo import Repository
 from daskcal.tasks.catalog import CalibrationMissing
+from daskcal.tasks.exposure import ExposurePlan, calibrate_rows, exposure_plan
 
 MASK_PLANES = {"BAD": 0, "SAT": 1, "NO_DATA": 8}
 
@@ -70,7 +70,7 @@ def test_any_split_into_blocks_gives_the_whole_ccd_bit_for_bit(ccd50, cuts):
 def test_one_row_blocks_evaluate_c_exactly_as_the_whole_ccd():
     """numpy's BLAS sums a one-row matrix product in another order (checked: 5e-15 off)."""
     from daskcal.calib.photocalib import PhotoCalib
-    from daskcal.exposure_job import _calibration
+    from daskcal.tasks.exposure import _calibration
 
     field = ChebyshevBoundedField(
         BBox(0, 0, 2047, 4175), np.random.default_rng(1).normal(size=(7, 7))

@@ -37,7 +37,6 @@ LAYERS = {
     "apply": 4,
     "calexp": 4,
     "tasks": 5,
-    "exposure_job": 5,
     "lazy": 6,
     "runs": 7,
     "qa": 7,

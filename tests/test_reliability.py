@@ -286,7 +286,7 @@ def test_a_signal_gives_128_plus_signal_and_a_partial_report(pristine, tmp_path,
     slow = tmp_path / "slow"  # each CCD takes 2 s more: time to be interrupted mid-run
     slow.mkdir()
     (slow / "sitecustomize.py").write_text(
-        "import time\nimport daskcal.exposure_job as job\n"
+        "import time\nimport daskcal.tasks.exposure as job\n"
         "original = job.read_exposure\n"
         "def read_exposure(*args, **kwargs):\n"
         "    time.sleep(2)\n"

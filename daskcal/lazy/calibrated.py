@@ -3,9 +3,9 @@
 :func:`calibrated_catalogs` zips the src partitions (one per CCD) with the rows of the
 calibration table, partition by partition, and maps the pure catalog kernel over them.
 :func:`calibrated_exposures` maps the exposure kernel
-(:func:`daskcal.exposure_job.calibrate_rows`) over the row blocks of each calexp's lazy
+(:func:`daskcal.tasks.exposure.calibrate_rows`) over the row blocks of each calexp's lazy
 planes: every block task gets the two input blocks and plain values (the
-:class:`~daskcal.exposure_job.ExposurePlan`, xy0, its row range), evaluates c on its own
+:class:`~daskcal.tasks.exposure.ExposurePlan`, xy0, its row range), evaluates c on its own
 pixels and the skyCorr on its own rows (by file name), so the graphs run on any scheduler
 and give the same pixels for any ``chunk_rows``, bit for bit.
 """
@@ -28,10 +28,10 @@ from ..calib.table import calibration_row, row_datasets
 from ..config import CalibrateConfig
 from ..dataid import format_id
 from ..errors import CalibrationMissing
-from ..exposure_job import ExposurePlan, calibrate_rows, check_skycorr, exposure_plan
 from ..io.catalog import catalog_meta, read_catalog, slot_centroid_columns
 from ..repo import Repository
 from ..tasks.catalog import UNCALIBRATED_FLAG, calibrated_frame
+from ..tasks.exposure import ExposurePlan, calibrate_rows, check_skycorr, exposure_plan
 from .coords import with_sky_coords
 from .inputs import ID_COLUMNS, read_exposure, resolve_ids, source_columns, stack_exposures
 
@@ -233,7 +233,7 @@ def calibrated_exposure(ds: xr.Dataset, plan: ExposurePlan) -> xr.Dataset:
         ``image``, ``mask``, ``variance`` with dask data (blocks of whole rows; other
         chunks are merged across columns first).
     plan : ExposurePlan
-        From :func:`daskcal.exposure_job.exposure_plan`.
+        From :func:`daskcal.tasks.exposure.exposure_plan`.
 
     Returns
     -------

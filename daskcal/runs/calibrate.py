@@ -33,7 +33,6 @@ from typing import Any
 from ..config import CalibrateConfig
 from ..dataid import DataIdError, format_id
 from ..errors import RunSetupError
-from ..exposure_job import calibrate_exposure_ccd, exposure_inputs
 from ..layout import OutputLayout
 from ..records import CcdWork
 from ..repo import Repository
@@ -43,6 +42,7 @@ from ..tasks.catalog import (
     catalog_inputs,
     write_visit_parquet,
 )
+from ..tasks.exposure import calibrate_exposure_ccd, exposure_inputs
 from ..tasks.quicklook import write_visit_quicklook
 from .cluster import ExecutionOptions, dask_client
 from .driver import RunInterrupted, drive, handle_signals, remove_temporaries

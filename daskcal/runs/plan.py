@@ -10,13 +10,13 @@ from typing import Any
 
 from ..calexp import config_digest
 from ..config import CalibrateConfig
-from ..exposure_job import exposure_inputs
 from ..records import CcdWork
 from ..repo import Repository
 from ..report import Outcome, format_table
 from ..tasks.catalog import (
     catalog_inputs,
 )
+from ..tasks.exposure import exposure_inputs
 from .state import Job, RunState
 
 __all__ = ["RunPlan", "output_states", "plan_only"]

@@ -42,19 +42,19 @@ from typing import Any
 import numpy as np
 from astropy.utils.exceptions import AstropyUserWarning
 
-from .apply import calibrate_image_block
-from .calexp import calexp_archive, calexp_headers, config_digest, provenance_cards
-from .calib.background import background_block, load_background
-from .calib.photocalib import PhotoCalib
-from .calib.skywcs import SkyWcs
-from .calib.table import calibrations_from_row, row_datasets
-from .config import CalibrateConfig
-from .errors import CalibrationMissing, failure_reason, writing_output
-from .io.exposure import read_exposure, read_rows, write_exposure
-from .records import NHDU_CARD, RECORD_CARD, CcdWork, plan_ccd
-from .report import Outcome
-from .tasks.catalog import table_row
-from .tasks.quicklook import save_thumbnail
+from ..apply import calibrate_image_block
+from ..calexp import calexp_archive, calexp_headers, config_digest, provenance_cards
+from ..calib.background import background_block, load_background
+from ..calib.photocalib import PhotoCalib
+from ..calib.skywcs import SkyWcs
+from ..calib.table import calibrations_from_row, row_datasets
+from ..config import CalibrateConfig
+from ..errors import CalibrationMissing, failure_reason, writing_output
+from ..io.exposure import read_exposure, read_rows, write_exposure
+from ..records import NHDU_CARD, RECORD_CARD, CcdWork, plan_ccd
+from ..report import Outcome
+from .catalog import table_row
+from .quicklook import save_thumbnail
 
 __all__ = [
     "ExposurePlan",
