@@ -177,9 +177,9 @@ def bench_full(repo: Repository, cores: int) -> dict:
 
 def bench_phases(source: Repository, work: Path) -> None:
     """Where one CCD's time goes, in this process (no Dask)."""
-    from daskcal.tasks import exposure as job
-    from daskcal.calib.background import background_block
+    from daskcal.calib.background_file import background_block
     from daskcal.calib.table import calibration_row
+    from daskcal.tasks import exposure as job
 
     config = CalibrateConfig()
     dataid = source.expand([{"tract": 0}])[0]

@@ -15,21 +15,22 @@ from hypothesis import strategies as st
 from numpy.polynomial import chebyshev
 from scipy.interpolate import Akima1DInterpolator
 
-from daskcal.calib.background import (
-    ApproxStyle,
-    BackgroundEntry,
+from daskcal.calib.background import BackgroundEntry, BackgroundList
+from daskcal.calib.background_file import (
     BackgroundFileError,
-    BackgroundList,
-    InterpStyle,
-    UndersampleStyle,
     background_block,
-    bin_centers,
-    bin_edges,
     load_background,
     read_background,
     write_background,
 )
-from daskcal.calib.background import _akima as gsl_akima
+from daskcal.calib.interpolation import (
+    ApproxStyle,
+    InterpStyle,
+    UndersampleStyle,
+    bin_centers,
+    bin_edges,
+)
+from daskcal.calib.interpolation import akima as gsl_akima
 
 REAL_BKGD = (
     "lsst/jointcal/tests/data/cfht_minimal/repo/calexp/06AL01/D3/2006-05-20/r/bkgd-849375-12.fits"

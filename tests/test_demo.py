@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from daskcal.calib.background import read_background
+from daskcal.calib.background_file import read_background
 from daskcal.calib.boundedfield import BBox, ChebyshevBoundedField
 from daskcal.calib.fgcm import fgcm_photocalibs, read_fgcm_zeropoints
 from daskcal.calib.photocalib import read_photocalib

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from numpy.polynomial import chebyshev
 
 from daskcal import calibrated_exposures
-from daskcal.calib.background import BackgroundEntry, read_background, write_background
+from daskcal.calib.background import BackgroundEntry
+from daskcal.calib.background_file import read_background, write_background
 from daskcal.calib.boundedfield import BBox, ChebyshevBoundedField
 from daskcal.calib.photocalib import read_photocalib
 from daskcal.calib.skywcs import read_skywcs

@@ -15,7 +15,8 @@ from astropy.wcs import WCS
 from conftest import copy_repository
 
 from daskcal.calexp import config_digest
-from daskcal.calib.background import BackgroundEntry, read_background, write_background
+from daskcal.calib.background import BackgroundEntry
+from daskcal.calib.background_file import read_background, write_background
 from daskcal.calib.photocalib import read_photocalib
 from daskcal.calib.sip import sip_max_error
 from daskcal.calib.skywcs import read_skywcs

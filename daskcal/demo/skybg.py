@@ -16,13 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..calib.background import (
-    ApproxStyle,
-    BackgroundEntry,
-    BackgroundList,
-    InterpStyle,
-    bin_centers,
-)
+from ..calib.background import BackgroundEntry, BackgroundList
+from ..calib.interpolation import ApproxStyle, InterpStyle, bin_centers
 from .focalplane import SIZES, Ccd
 
 __all__ = ["SkyModel", "make_backgrounds"]

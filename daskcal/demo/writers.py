@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from ..calib.background import write_background
+from ..calib.background_file import write_background
 from ..calib.photocalib import F_AB_NJY, write_photocalib
 from ..io.afwtable import Field, card_key
 from ..io.archive import ArchiveWriter, NewCatalog

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..calib.background import read_background
+from ..calib.background_file import read_background
 from ..calib.photocalib import read_photocalib
 from ..calib.skywcs import read_skywcs
 from ..io.atomic import atomic_write

@@ -44,7 +44,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 
 from ..apply import calibrate_image_block
 from ..calexp import calexp_archive, calexp_headers, config_digest, provenance_cards
-from ..calib.background import background_block, load_background
+from ..calib.background_file import background_block, load_background
 from ..calib.photocalib import PhotoCalib
 from ..calib.skywcs import SkyWcs
 from ..calib.table import calibrations_from_row, row_datasets
