@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
+from conftest import copy_repository
 
 from daskcal.calib.ast import AST_LOCK, ast
 from daskcal.calib.boundedfield import ChebyshevBoundedField, ProductBoundedField
 from daskcal.calib.photocalib import PhotoCalib, read_photocalib, write_photocalib
 from daskcal.calib.skywcs import SkyWcs, read_skywcs
 from daskcal.cli import main
-from daskcal.demo import make_demo_repository
 from daskcal.io.archive import ArchiveWriter
 from daskcal.qa.ccd import cell_grid, exposure_info
 from daskcal.qa.maps import FIGURE_COLOUR
@@ -73,11 +73,10 @@ def write_skywcs(path: Path, wcs: SkyWcs) -> None:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(demo_repository, tmp_path_factory):
     """Demo repository broken as the module docstring says, calibrated, then QA'd."""
-    root = tmp_path_factory.mktemp("qa") / "repo"
-    make_demo_repository(root, visits=5, ccds=(42, 43, 44, 58, 59, 60), seed=5,
-                         scheduler="threads")  # fmt: skip
+    pristine = demo_repository(visits=5, ccds=(42, 43, 44, 58, 59, 60), seed=5)
+    root = copy_repository(pristine, tmp_path_factory.mktemp("qa") / "repo")
     inputs = Repository(root, rerun="demo")
     photo, wcs = (inputs.find(d, BROKEN) for d in ("fgcm_tract_photoCalib", "jointcal_wcs"))
     original = {"photocalib": read_photocalib(photo), "wcs": read_skywcs(wcs)}
