@@ -706,6 +706,9 @@ class TiledImage:
         ntx = self._grid()[1]
         bytepix = out.dtype.itemsize
         whole_rows = tx >= nx
+        if whole_rows and self.compression in ("GZIP_2", "GZIP_1"):
+            self._inflate_rows(out, heap, counts, offsets, first, row0, where)
+            return
         batch: list[bytes] = []
         batch_rows = (0, 0)  # out rows covered by the pending batch
         batch_npix = 0
@@ -740,6 +743,54 @@ class TiledImage:
             else:
                 self._place([raw], out[r0:r1, c0:c1], npix)
         flush()
+
+    def _inflate_rows(
+        self,
+        out: np.ndarray,
+        heap: memoryview,
+        counts: np.ndarray,
+        offsets: np.ndarray,
+        first: int,
+        row0: int,
+        where: str,
+    ) -> None:
+        """:meth:`_decode_into` for gzip tiles of whole rows (every CALEXP, every calexp):
+        the per-tile loop reduced to one inflate call, tiles placed a batch at a time."""
+        ny, nx = self.shape
+        ty = self.tile[0]
+        bytepix = out.dtype.itemsize
+        full = ty * nx * bytepix
+        per_batch = max(1, _BATCH_BYTES // full)
+        starts, ends = offsets.tolist(), (offsets + counts).tolist()
+        inflate = isal_zlib.decompress
+        n = len(starts)
+        for b0 in range(0, n, per_batch):
+            b1 = min(b0 + per_batch, n)
+            raws = []
+            for i in range(b0, b1):
+                try:
+                    raws.append(inflate(heap[starts[i] : ends[i]], 31, full))
+                except isal_zlib.error as err:
+                    message = f"{where}: tile {first + i} is corrupt ({err})"
+                    raise TileDecodeError(message) from None
+            r0 = (first + b0) * ty - row0
+            r1 = min((first + b1) * ty, ny) - row0
+            sizes = [len(raw) for raw in raws]
+            expected = [full] * len(raws)
+            expected[-1] = (min((first + b1) * ty, ny) - (first + b1 - 1) * ty) * nx * bytepix
+            if sizes != expected:
+                i = next(k for k in range(len(sizes)) if sizes[k] != expected[k])
+                raise TileDecodeError(
+                    f"{where}: tile {first + b0 + i} decodes to {sizes[i]} bytes, expected "
+                    f"{expected[i]} ({expected[i] // bytepix} pixels of {bytepix} bytes)"
+                )
+            if expected[-1] != full:  # the image's short last tile, placed on its own
+                rows_last = expected[-1] // (nx * bytepix)
+                if len(raws) > 1:
+                    self._place(raws[:-1], out[r0 : r1 - rows_last], ty * nx)
+                self._place(raws[-1:], out[r1 - rows_last : r1], rows_last * nx)
+            else:
+                self._place(raws, out[r0:r1], ty * nx)
 
     def _tile_bytes(self, chunk: memoryview, npix: int, bytepix: int):
         """The decoded bytes of one tile (GZIP_2 still shuffled), or raises TileDecodeError."""
