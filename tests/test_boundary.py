@@ -22,7 +22,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from daskcal import idmatch as idmatch_module
-from daskcal.cli import MAX_CORES, main
+from daskcal.cli import main
+from daskcal.commands.arguments import MAX_CORES
 from daskcal.config import CONFIG_FILE_MAX, ConfigError, read_config_file
 from daskcal.dataid import (
     ENUMERATE_MAX,

@@ -1,0 +1,3 @@
+"""The subcommands of ``daskcal``: one module each, each a
+:class:`~daskcal.commands.arguments.Command`.
+"""
