@@ -63,6 +63,11 @@ def _calibrate_arguments(parser: argparse.ArgumentParser) -> None:
         help="expand and plan only: print what a run would do; write nothing",
     )
     parser.add_argument(
+        "--qa",
+        action="store_true",
+        help="then write the QA report of the rerun: calibrated/qa/index.html (see daskcal qa)",
+    )
+    parser.add_argument(
         "--batch-type",
         choices=BATCH_TYPES,
         default="none",
@@ -157,12 +162,34 @@ def reported(run: Callable[[], Any], after: Callable[[Any], None] | None = None)
     return code
 
 
+def with_qa(args: argparse.Namespace, code: int) -> int:
+    """After a calibrate command: its QA report when ``--qa`` (and the run was not a dry
+    run), on the same machine or scheduler; the exit code of both."""
+    if not args.qa or args.dry_run or code >= 128:
+        return code
+    from ..qa.options import QAOptions
+    from ..repo import Repository
+    from .qa import write_and_print
+
+    repo, selections = open_repository(args)
+    output = repo.output_dir.relative_to(repo.root / "rerun") if repo.rerun else None
+    repo = Repository(repo.root, rerun=str(output) if output else None)
+    batch = args.batch_type if args.batch_type in ("none", "smp") else "none"
+    qa_code = write_and_print(
+        repo,
+        selections,
+        QAOptions(),
+        ExecutionOptions(batch, args.cores, scheduler=args.scheduler),
+    )
+    return max(code, 1 if qa_code else 0)
+
+
 def run_catalog_command(args: argparse.Namespace) -> int:
     """``daskcal catalog`` / ``calibrateCatalog.py``."""
     from ..runs.calibrate import run_catalog
 
     repo, ids, config, execution, options = calibrate_setup(args)
-    return reported(lambda: run_catalog(repo, ids, config, execution, options))
+    return with_qa(args, reported(lambda: run_catalog(repo, ids, config, execution, options)))
 
 
 def _exposure_arguments(parser: argparse.ArgumentParser) -> None:
@@ -185,10 +212,11 @@ def run_exposure_command(args: argparse.Namespace) -> int:
         skipped = report.count("skipped", "quicklook")
         print(f"quick-look PNGs: {done} written, {skipped} up to date, {failed} failed")
 
-    return reported(
+    code = reported(
         lambda: run_exposure(repo, ids, config, execution, options, quicklook=args.quicklook),
         quicklooks if args.quicklook else None,
     )
+    return with_qa(args, code)
 
 
 EXPOSURE = Command(

@@ -50,9 +50,7 @@ def _qa_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_qa_command(args: argparse.Namespace) -> int:
     """``daskcal qa``: the QA report of a rerun (``calibrated/qa/index.html``)."""
-    from ..qa.build import QAError, write_qa_report
     from ..qa.options import QAOptions
-    from ..runs.cluster import dask_client
 
     repo, selections = open_repository(args)
     try:
@@ -66,6 +64,15 @@ def run_qa_command(args: argparse.Namespace) -> int:
         print(f"daskcal: error: {err}", file=sys.stderr)
         return 2
     execution = ExecutionOptions(args.batch_type, args.cores, scheduler=args.scheduler)
+    return write_and_print(repo, selections, options, execution)
+
+
+def write_and_print(repo, selections, options, execution: ExecutionOptions) -> int:
+    """Write the QA report on the execution's cluster and print where it is; 0, or 2 when
+    nothing calibrated matches the ids."""
+    from ..qa.build import QAError, write_qa_report
+    from ..runs.cluster import dask_client
+
     with dask_client(execution) as client:
         try:
             report = write_qa_report(repo, selections, options, client=client)
