@@ -18,6 +18,10 @@ value against what the HscMapper's paths can hold (:func:`value_problem`), so th
 [0, 4, 8, 100, 101, 102, 103]
 >>> format_id({"tract": 0, "ccd": 49, "visit": 1228, "filter": "HSC-I"})
 'visit=1228 ccd=49 tract=0 filter=HSC-I'
+
+Why one module of more than ~300 lines: the grammar, the value rules and ``Selection`` (the
+compact form of a parsed ``--id``) are one language; matching ids lives in
+:mod:`daskcal.idmatch`.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ resolve outside the output rerun.
 
 >>> Repository.template("fgcm_photoCalib") % {"filter": "HSC-I", "visit": 1228, "ccd": 49}
 'fgcm-results/HSC-I/fgcm_photoCalib-01228-049.fits'
+
+Why one module of more than ~300 lines: the registry queries use the Repository's state
+(lookup chain, warnings given); reruns and their parents live in :mod:`daskcal.reruns`.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ Supported classes: ``ChebyshevBoundedField``, ``ProductBoundedField`` and
 ``TransformBoundedField`` (AST mapping, evaluated with starlink-pyast as afw does).
 meas_mosaic's ``FluxFitBoundedField`` (its value also needs the Jacobian of a SkyWcs) and
 any other class raise :class:`UnsupportedCalibration`.
+
+Why one module of more than ~300 lines: the bounded-field classes afw persists (Chebyshev,
+Product, Transform) share one archive-reading and evaluation protocol.
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ exposure (component id from the primary header), or a legacy ``FLUXMAG0`` header
 (meas_mosaic ``fcr`` files and old calexps): c = F_AB / FLUXMAG0,
 sigma_c = F_AB * FLUXMAG0ERR / FLUXMAG0**2. For an ``fcr`` file this is only the constant
 part: its spatial ``C_i_j`` polynomial is not applied.
+
+Why one module of more than ~300 lines: afw's PhotoCalib, its archive form and its
+conversions (instFlux to nJy and AB magnitudes, with errors) are one object as afw defines
+it.
 """
 
 from __future__ import annotations

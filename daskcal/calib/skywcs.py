@@ -11,6 +11,9 @@ its text (Dask ships it to workers cheaply). AST text is read and written under
 :data:`~daskcal.calib.ast.AST_LOCK` (AST is not thread-safe there); evaluating points is.
 :func:`daskcal.demo.wcs.make_skywcs` builds jointcal-like distorted WCSs for synthetic
 repositories.
+
+Why one module of more than ~300 lines: the SkyWcs object, its archive persistence and its
+validation are afw's one class; the AST details stay private here.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ serialised as JSON, the SkyWcs as AST text (plus, on request, its TAN-SIP approx
 FITS cards), the sky centre and corners, the skyCorr path, and what was missing or
 unreadable. Saved as Parquet, the table alone is enough to calibrate a catalog:
 :func:`calibrations_from_row` rebuilds the evaluators.
+
+Why one module of more than ~300 lines: a row's columns, how it is read from the products,
+saved and merged are one format; split, the column list would be spread over several
+modules.
 """
 
 from __future__ import annotations

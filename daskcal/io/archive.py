@@ -5,6 +5,9 @@ object ``id`` (class ``name``) owns rows ``row0 .. row0 + nrows`` of archive cat
 ``cat.archive`` (0 is the index itself), as its ``cat.persistable``-th catalog. Catalog n
 lives at 0-based HDU ``AR_HDU - 1 + n``. Objects are always resolved through the index,
 never by EXTNAME.
+
+Why one module of more than ~300 lines: reading and writing afw archives share the catalog
+layout (index, one schema per persisted class) that they only define together.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ show: version 3 (HSC src, 2021) ``P_instFlux``/``P_instFluxErr``; version 2 (afw
 (all other header cards, e.g. the repeated ``BASE_CIRCULARAPERTUREFLUX_RADII`` and
 COMMENTs, as (keyword, value, comment) tuples in order). The dict entries are read-only
 :class:`FrozenDict` objects, shared rather than copied when pandas copies ``attrs``.
+
+Why one module of more than ~300 lines: reading and writing afw source tables share the
+schema rules (flags, aliases, units, afw's field naming).
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ astropy for the kinds it does not decode). Planes are written by that codec too 
 travels as an :class:`ArchiveHandle`, which pickles as the file name. Sky coordinates
 are not this module's business: :func:`daskcal.read_exposure` (:mod:`daskcal.lazy.inputs`)
 adds lazy ``ra``/``dec`` to what it reads.
+
+Why one module of more than ~300 lines: the lazy reader and the writer share the HDU
+layout, the mask-plane cards and the choice of codec.
 """
 
 from __future__ import annotations

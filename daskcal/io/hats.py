@@ -18,6 +18,9 @@ and spilled to Arrow IPC scratch files beyond it; each pixel is then assembled, 
 (``tract``, ``filter``) as ordinary columns. The catalog is built in a hidden sibling
 folder and renamed into place at the end, so a killed run never leaves a partial catalog
 under the final name.
+
+Why one module of more than ~300 lines: choosing the order, partitioning and writing the
+metadata are one format, written through the hats library.
 """
 
 from __future__ import annotations

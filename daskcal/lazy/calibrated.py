@@ -8,6 +8,9 @@ planes: every block task gets the two input blocks and plain values (the
 :class:`~daskcal.tasks.exposure.ExposurePlan`, xy0, its row range), evaluates c on its own
 pixels and the skyCorr on its own rows (by file name), so the graphs run on any scheduler
 and give the same pixels for any ``chunk_rows``, bit for bit.
+
+Why one module of more than ~300 lines: the two lazy calibrated collections share the
+calibration table and the check that keeps its rows aligned with the ids.
 """
 
 from __future__ import annotations

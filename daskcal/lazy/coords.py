@@ -25,6 +25,9 @@ coordinates of one first (:func:`drop_sky_coords`). Concatenation and ``xarray.m
 (which wants pandas indexes only) need them dropped too; :func:`sky_coord_arrays` gives
 them as dask arrays instead, which is how :func:`daskcal.lazy.inputs.stack_exposures` keeps
 them per exposure.
+
+Why one module of more than ~300 lines: it is the one adapter to xarray's
+CoordinateTransform index: no other module touches xarray's internals.
 """
 
 from __future__ import annotations
