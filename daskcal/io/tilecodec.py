@@ -41,7 +41,7 @@ deflate by ISA-L (python-isal), each tile a gzip member. :func:`write_fits` writ
 images between HDUs that astropy serialises (primary header, tables). On the way back,
 :func:`read_image_rows` reads the rows of any image HDU: the lossless kinds
 (GZIP_1, GZIP_2, RICE_1 through astropy's compiled Rice codec, NOCOMPRESS; integers with
-the unsigned ``BZERO`` conventions) are decoded here, reading only the tiles the rows
+the unsigned-integer ``BZERO`` convention) are decoded here, reading only the tiles the rows
 need, and everything else (quantized or dithered floats, HCOMPRESS, PLIO, scaled data,
 null-value columns, plain image HDUs) is read by astropy as before. A tile whose bytes are
 truncated, fail gzip's CRC-32 or lie outside the heap raises :class:`TileDecodeError`
@@ -581,9 +581,11 @@ class TiledImage:
         offset_bits = 0
         if bscale != 1 or bzero != 0:
             bits = abs(bitpix)
-            expected = -128 if bits == 8 else 1 << (bits - 1)
-            if bitpix < 0 or bscale != 1 or bzero != expected or "BLANK" in header:
+            # signed bytes (BZERO = -128) too are left to astropy: versions differ on them
+            if bitpix < 0 or bscale != 1 or bits == 8 or bzero != 1 << (bits - 1):
                 raise UnsupportedCompression(f"scaled data (BSCALE = {bscale}, BZERO = {bzero})")
+            if "BLANK" in header:
+                raise UnsupportedCompression("BLANK card on offset unsigned integers")
             offset_bits = bits
         width = 8 if form.group(1) == "P" else 16
         naxis1 = int(header.get("NAXIS1", 0))
@@ -613,10 +615,10 @@ class TiledImage:
 
     @property
     def dtype(self) -> np.dtype:
-        """The dtype astropy gives the pixels (int8 / uint16 / uint32 / uint64 with BZERO)."""
+        """The dtype astropy gives the pixels (uint16 / uint32 / uint64 with BZERO)."""
         if not self.offset_bits:
             return self.stored_dtype
-        return np.dtype(np.int8 if self.offset_bits == 8 else f"u{self.offset_bits // 8}")
+        return np.dtype(f"u{self.offset_bits // 8}")
 
     def _grid(self) -> tuple[int, int]:
         (ny, nx), (ty, tx) = self.shape, self.tile

@@ -258,7 +258,13 @@ def _read_calibrated(ds, plan: ExposurePlan, chunk_rows: int) -> tuple[np.ndarra
 
 
 def _write_calexp(
-    ds, out_path: str, planes: tuple, plan: ExposurePlan, config, record: str = ""
+    ds,
+    out_path: str,
+    planes: tuple,
+    plan: ExposurePlan,
+    config,
+    record: str = "",
+    codec: str = "daskcal",
 ) -> None:
     """Write CALEXP: the calibrated planes, the calexp's metadata updated (:mod:`.calexp`)."""
     handle, calexp = ds.attrs["archive"], ds.attrs["path"]
@@ -287,6 +293,7 @@ def _write_calexp(
             archive_hdus=hdus,
             xy0=ds.attrs["xy0"],
             plane_headers=headers,
+            codec=codec,
         )
 
 
@@ -322,6 +329,7 @@ def calibrate_exposure_ccd(
     doraise: bool = False,
     chunk_rows: int = 512,
     thumbnail: str = "",
+    codec: str = "daskcal",
 ) -> Outcome:
     """Calibrate one CCD's calexp into CALEXP (and a quick-look thumbnail if asked).
 
@@ -343,6 +351,8 @@ def calibrate_exposure_ccd(
         Rows calibrated at a time.
     thumbnail : str
         Where to save its quick-look thumbnail ("" for none).
+    codec : {"daskcal", "afw", "astropy"}
+        How the planes are compressed (:func:`daskcal.io.exposure.write_exposure`).
 
     Returns
     -------
@@ -369,7 +379,7 @@ def calibrate_exposure_ccd(
             image, mask, variance = _read_calibrated(ds, plan, chunk_rows)
         writing_output(
             lambda: _write_calexp(
-                ds, out_path, (image, mask, variance), plan, config, record=ccd.record
+                ds, out_path, (image, mask, variance), plan, config, ccd.record, codec
             ),
             out_path,
         )
