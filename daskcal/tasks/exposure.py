@@ -27,6 +27,10 @@ an :class:`~daskcal.report.Outcome` returned, never raised, unless ``doraise``).
 calexp, nothing applied, with the card ``DASKCAL_UNCALIBRATED = T``. A missing skyCorr
 (with ``doApplySkyCorr``) always fails the CCD, and so does a calibration that is present
 but unreadable or invalid, or a TAN-SIP fit over ``sipMaxError`` (the row's ``errors``).
+
+Why one module of more than ~300 lines: the plan of a CCD, the block-by-block calibration
+and the CALEXP write are the one calibrateExposure step, shared by the command and the lazy
+graph.
 """
 
 from __future__ import annotations
