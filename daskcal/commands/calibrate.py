@@ -199,6 +199,13 @@ def _exposure_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also write a PNG mosaic per visit: calibrated/<tract>/quicklook/visit-<visit>.png",
     )
+    parser.add_argument(
+        "--codec",
+        choices=("daskcal", "afw", "astropy"),
+        default="daskcal",
+        help="CALEXP compression (all lossless): daskcal (fast, several rows a tile), afw "
+        "(one row a tile, as hscPipe writes) or astropy (exactly what astropy writes)",
+    )
 
 
 def run_exposure_command(args: argparse.Namespace) -> int:
@@ -213,7 +220,9 @@ def run_exposure_command(args: argparse.Namespace) -> int:
         print(f"quick-look PNGs: {done} written, {skipped} up to date, {failed} failed")
 
     code = reported(
-        lambda: run_exposure(repo, ids, config, execution, options, quicklook=args.quicklook),
+        lambda: run_exposure(
+            repo, ids, config, execution, options, quicklook=args.quicklook, codec=args.codec
+        ),
         quicklooks if args.quicklook else None,
     )
     return with_qa(args, code)

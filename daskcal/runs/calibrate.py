@@ -257,6 +257,7 @@ def run_exposure(
     *,
     quicklook: bool = False,
     chunk_rows: int = 512,
+    codec: str = "daskcal",
 ) -> RunReport:
     """Run calibrateExposure on some data ids: one CALEXP per CCD.
 
@@ -268,6 +269,10 @@ def run_exposure(
         Also write a PNG mosaic per visit (``calibrated/<tract>/quicklook/``).
     chunk_rows : int
         Rows calibrated at a time in a worker (bounds its temporaries; it holds one CCD).
+    codec : str
+        How CALEXP planes are compressed: ``daskcal`` (GZIP_2, several rows a tile, fast
+        deflate), ``afw`` (GZIP_2, one row a tile, as hscPipe writes) or ``astropy``
+        (exactly what astropy writes); lossless and read by every FITS reader alike.
 
     Returns
     -------
@@ -281,7 +286,8 @@ def run_exposure(
     def ccds(works: list[CcdWork]):
         (work,) = works
         thumb = str(layout.thumbnail(work.dataid)) if quicklook else ""
-        return calibrate_exposure_ccd, (work, config, options.doraise, chunk_rows, thumb)
+        args = (work, config, options.doraise, chunk_rows, thumb, codec)
+        return calibrate_exposure_ccd, args
 
     def visit(visit_id, outcomes):
         return write_visit_quicklook, (layout, visit_id, outcomes)
