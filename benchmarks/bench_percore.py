@@ -1,6 +1,7 @@
 """calibrateExposure per core against hscPipe's best case, on one full-size CCD.
 
     .venv/bin/python benchmarks/bench_percore.py [--repeats 5] [--before /tmp/old-tree]
+    .venv/bin/python benchmarks/bench_percore.py --codecs   # only the codec table
 
 Uses the full-size demo CCD of ``bench_exposure.py`` (2048 x 4176; its calexp written in
 hscPipe's layout: GZIP_2, one row per tile) and measures
@@ -13,7 +14,9 @@ hscPipe's layout: GZIP_2, one row per tile) and measures
   with ``c`` and ``sky`` given for free, cfitsio writes the three planes GZIP_2 (afw's
   lossless recipe; not fsynced);
 - their ratio (the aim is <= 0.33), the file sizes of each layout, and where one CCD's
-  time goes in daskcal (per step, in a fresh process).
+  time goes in daskcal (per step, in a fresh process);
+- with ``--codecs``: CPU seconds to write the three planes in each layout and to read them
+  with astropy, cfitsio (fitsio) and daskcal's decoder, MB on disk, lossless or not.
 
 Both sides are timed per core: CPU seconds (user + system) of the process that does the
 work, one BLAS thread (``--blas-threads``; daskcal's Dask workers run with one), medians of
@@ -249,6 +252,72 @@ def layout_sizes(source, work: Path) -> dict:
     return sizes
 
 
+def codec_table(source, work: Path, repeats: int) -> dict:
+    """CPU seconds to write one CCD's three planes in each layout and to read them back
+    with astropy, cfitsio (fitsio) and daskcal's decoder; MB on disk; lossless or not."""
+    import fitsio
+    from astropy.io import fits
+
+    from daskcal.io.exposure import read_exposure, read_rows, write_exposure
+    from daskcal.io.tilecodec import read_image_rows
+
+    calexp = source.find("calexp", source.expand([{"tract": 0}])[0])
+    ds = read_exposure(calexp)
+    ny = ds.sizes["y"]
+    kinds = (("image", "float32"), ("mask", "int32"), ("variance", "float32"))
+    planes = [read_rows(str(calexp), ds.attrs["hdus"][p], 0, ny, t) for p, t in kinds]
+
+    def with_daskcal(codec):
+        return lambda out: write_exposure(out, *planes, primary_header=None, mask_planes={},
+                                          codec=codec)  # fmt: skip
+
+    def with_fitsio(out):
+        with fitsio.FITS(str(out), "rw", clobber=True) as f:
+            for data in planes:
+                f.write_image(
+                    data, compress="GZIP_2", qlevel=0 if data.dtype.kind == "f" else None
+                )
+
+    def read_astropy(out):
+        with fits.open(out) as hdul:
+            return [np.array(hdul[i].data) for i in (1, 2, 3)]
+
+    readers = {
+        "astropy": read_astropy,
+        "fitsio": lambda out: [fitsio.read(str(out), ext=i) for i in (1, 2, 3)],
+        "daskcal": lambda out: [read_image_rows(out, i) for i in (1, 2, 3)],
+    }
+    writers = {
+        "astropy GZIP_2 1-row floats + RICE_1 mask (daskcal before)": with_daskcal("astropy"),
+        "cfitsio (fitsio) GZIP_2 1-row, 3 planes (afw, hscPipe)": with_fitsio,
+        "daskcal codec, afw layout (GZIP_2 1-row, ISA-L level 1)": with_daskcal("afw"),
+        "daskcal codec, GZIP_2 32-row tiles, ISA-L level 2 (now)": with_daskcal("daskcal"),
+    }
+
+    def cpu(func, arg) -> tuple[float, object]:
+        times, result = [], None
+        for _ in range(repeats):
+            start = time.process_time()
+            result = func(arg)
+            times.append(time.process_time() - start)
+        return statistics.median(times), result
+
+    table = {}
+    for name, write in writers.items():
+        out = work / "codec.fits"
+        out.unlink(missing_ok=True)
+        row = {"write": cpu(write, out)[0], "MB": out.stat().st_size / MB}
+        for reader, read in readers.items():
+            row[reader], back = cpu(read, out)
+            row[f"{reader} lossless"] = all(
+                np.array_equal(np.asarray(b).astype(a.dtype).view(np.uint8), a.view(np.uint8))
+                for a, b in zip(planes, back, strict=True)
+            )
+        table[name] = row
+        out.unlink()
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -258,11 +327,21 @@ def main() -> None:
                         "(default: the one this Python imports)")  # fmt: skip
     parser.add_argument("--blas-threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also save the results")
+    parser.add_argument("--codecs", action="store_true", help="only the codec table")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-percore-"))
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **dict.fromkeys(BLAS_VARIABLES, str(args.blas_threads))}
     source = make_source(work)
+    if args.codecs:
+        print(f"one CCD's three planes (98 MB raw), median CPU s of {args.repeats}:")
+        print(f"  {'layout':<60} {'MB':>5} {'write':>6} {'astropy':>8} {'fitsio':>7} "
+              f"{'daskcal':>8}  lossless")  # fmt: skip
+        for name, row in codec_table(source, work, args.repeats).items():
+            same = all(row[f"{r} lossless"] for r in ("astropy", "fitsio", "daskcal"))
+            print(f"  {name:<60} {row['MB']:>5.1f} {row['write']:>6.3f} {row['astropy']:>8.3f} "
+                  f"{row['fitsio']:>7.3f} {row['daskcal']:>8.3f}  {same}")  # fmt: skip
+        return
     print(f"load average before: {os.getloadavg()[0]:.2f}; medians of {args.repeats} runs; "
           f"{args.blas_threads} BLAS thread(s)")  # fmt: skip
     results = {"hscpipe": hscpipe_best(source, work, args.repeats)}
