@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "CalibrationMissing",
+    "uncalibrated_reason",
     "OutputWriteError",
     "RunSetupError",
     "failure_reason",
@@ -17,6 +19,32 @@ __all__ = [
 
 class CalibrationMissing(RuntimeError):
     """A CCD's calibration products are missing, unreadable or invalid."""
+
+
+def uncalibrated_reason(row: Mapping[str, Any], on_missing: str) -> str:
+    """The missing-calibration rule, for a calibration-table row: what to do with a CCD.
+
+    A product present but unreadable or invalid (the row's ``errors``) always fails the CCD;
+    a missing one (``missing``) fails it with ``onMissingCalibration="fail"`` and, with
+    ``"flag"``, leaves it uncalibrated: the reason is returned ("" when nothing is missing).
+
+    Raises
+    ------
+    CalibrationMissing
+        Naming what is missing or wrong.
+
+    Examples
+    --------
+    >>> uncalibrated_reason({"missing": "no jointcal_wcs", "errors": ""}, "flag")
+    'no jointcal_wcs'
+    >>> uncalibrated_reason({"missing": "", "errors": ""}, "fail")
+    ''
+    """
+    missing, errors = (str(row.get(k) or "") for k in ("missing", "errors"))
+    if errors or (missing and on_missing == "fail"):
+        problems = "; ".join(p for p in (missing, errors) if p)
+        raise CalibrationMissing(f"calibration unavailable: {problems}")
+    return missing
 
 
 class OutputWriteError(OSError):

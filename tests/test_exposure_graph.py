@@ -19,10 +19,10 @@ from daskcal.calib.photocalib import read_photocalib
 from daskcal.calib.skywcs import read_skywcs
 from daskcal.cli import main
 from daskcal.config import CalibrateConfig
+from daskcal.errors import CalibrationMissing
 from daskcal.io.exposure import read_exposure, write_exposure
 from daskcal.lazy.calibrated import calibrated_exposure, calibration_table
 from daskcal.repo import Repository
-from daskcal.tasks.catalog import CalibrationMissing
 from daskcal.tasks.exposure import ExposurePlan, calibrate_rows, exposure_plan
 
 MASK_PLANES = {"BAD": 0, "SAT": 1, "NO_DATA": 8}

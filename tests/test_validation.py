@@ -41,8 +41,9 @@ from daskcal.cli import main
 from daskcal.config import CalibrateConfig, ConfigError, parse_overrides
 from daskcal.demo.wcs import make_skywcs
 from daskcal.demo.writers import write_skywcs_file
+from daskcal.errors import CalibrationMissing
 from daskcal.repo import Repository
-from daskcal.tasks.catalog import CalibrationMissing, calibrated_frame
+from daskcal.tasks.catalog import calibrated_frame
 from daskcal.tasks.exposure import exposure_plan
 
 HSC_CCD = (0, 0, 2047, 4175)

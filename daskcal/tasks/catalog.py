@@ -24,7 +24,7 @@ from ..calexp import config_digest, provenance_cards
 from ..calib.table import calibration_row, calibrations_from_row, row_datasets
 from ..config import CalibrateConfig
 from ..dataid import format_id
-from ..errors import CalibrationMissing, failure_reason, writing_output
+from ..errors import failure_reason, uncalibrated_reason, writing_output
 from ..io.catalog import read_catalog, write_catalog
 from ..io.integrity import fits_problem, parquet_problem
 from ..io.parquet import (
@@ -63,10 +63,7 @@ def calibrated_frame(
     ``onMissingCalibration="flag"``, gives the uncalibrated frame with NaN calibrated
     columns and the ``daskcal_uncalibrated`` flag set.
     """
-    missing, errors = (str(row.get(k) or "") for k in ("missing", "errors"))
-    if errors or (missing and config.onMissingCalibration == "fail"):
-        problems = "; ".join(p for p in (missing, errors) if p)
-        raise CalibrationMissing(f"calibration unavailable: {problems}")
+    missing = uncalibrated_reason(row, config.onMissingCalibration)
     pc, wcs = calibrations_from_row(row)
     if not config.doApplyExternalPhotoCalib:
         pc = None

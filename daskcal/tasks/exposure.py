@@ -53,7 +53,7 @@ from ..calib.photocalib import PhotoCalib
 from ..calib.skywcs import SkyWcs
 from ..calib.table import calibrations_from_row, row_datasets
 from ..config import CalibrateConfig
-from ..errors import CalibrationMissing, failure_reason, writing_output
+from ..errors import CalibrationMissing, failure_reason, uncalibrated_reason, writing_output
 from ..io.exposure import read_exposure, read_rows, write_exposure
 from ..records import NHDU_CARD, RECORD_CARD, CcdWork, plan_ccd
 from ..report import Outcome
@@ -144,10 +144,7 @@ def exposure_plan(
     if config.doApplySkyCorr and not skycorr:
         where = skycorr_expected or f"visit {row.get('visit')} ccd {row.get('ccd')}"
         raise CalibrationMissing(f"no skyCorr ({where}); doApplySkyCorr is True")
-    missing, errors = (str(row.get(k) or "") for k in ("missing", "errors"))
-    if errors or (missing and config.onMissingCalibration == "fail"):
-        problems = "; ".join(p for p in (missing, errors) if p)
-        raise CalibrationMissing(f"calibration unavailable: {problems}")
+    missing = uncalibrated_reason(row, config.onMissingCalibration)
     if missing:
         return ExposurePlan(uncalibrated=missing)
     photo = config.doApplyExternalPhotoCalib
