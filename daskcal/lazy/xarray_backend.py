@@ -257,13 +257,12 @@ class DaskcalBackendEntrypoint(BackendEntrypoint):
             planes[plane] = xr.Variable(
                 var.dims, indexing.LazilyIndexedArray(array), encoding=encoding
             )
-        coords = lazy.coords
         if not sky_coords or drop & set(_SKY):
-            coords = coords.drop_vars([n for n in _SKY if n in coords])
+            lazy = lazy.drop_vars([n for n in _SKY if n in lazy.variables])
         has_photocalib = attrs["archive"] is not None or "FLUXMAG0" in attrs["header"]
         attrs["photocalib"] = LazyProduct(path, "photocalib") if has_photocalib else None
         attrs["skywcs"] = LazyProduct(path, "skywcs") if attrs["has_skywcs"] else None
-        ds = xr.Dataset(planes, coords=coords, attrs=attrs)
+        ds = xr.Dataset(planes, coords=lazy.coords, attrs=attrs)
         return ds.drop_vars([n for n in drop if n in ds.variables and n not in _SKY])
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
