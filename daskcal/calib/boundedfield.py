@@ -248,8 +248,7 @@ class ProductBoundedField(BoundedField):
         if out.base is not None or not out.flags.writeable or out.dtype != np.float64:
             out = np.array(out, dtype=np.float64)
         for f in self.factors[1:]:
-            # in place: the same products, without a fresh image-sized array per factor
-            # (allocating those cost several times the arithmetic)
+            # in place: the same products without an image-sized temporary per factor
             out *= f.evaluate_grid(x0, x1, y0, y1)
         return out
 
