@@ -295,6 +295,7 @@ def test_encoded_images_read_back_by_astropy_fitsio_and_daskcal(scratch, case):
     with tempfile.NamedTemporaryFile(dir=scratch, suffix=".fits") as handle:
         path = Path(handle.name)
         write_fits(path, [fits.PrimaryHDU(), encoded])
+        assert path.stat().st_size == 2880 + encoded.nbytes == 2880 + len(encoded.tobytes())
         with fits.open(path) as hdul:
             assert same_bits(hdul[1].data, data)
             assert hdul[1].header["EXTNAME"] == "MASK" and hdul[1].header["LTV1"] == -3
