@@ -55,17 +55,15 @@ import math
 import os
 import re
 import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import numpy as np
 from astropy.io import fits
-from astropy.utils.exceptions import AstropyUserWarning
 from isal import igzip_lib, isal_zlib
 
-from .fitsfile import FitsFileError, open_fits, read_span
+from .fitsfile import FitsFileError, open_fits, open_regular, read_span
 
 __all__ = [
     "CODECS",
@@ -431,31 +429,58 @@ def encode_image(
 # writing a file that mixes astropy HDUs and encoded images
 
 
+_STRUCTURE = re.compile(rb"^(BITPIX|NAXIS\d*|PCOUNT|GCOUNT) *$")
+_MAX_HEADER_BLOCKS = 10_000
+
+
+def _header_at(read, start: int) -> tuple[bytes, int]:
+    """(header bytes, padded data size) of the HDU whose header starts at ``start``;
+    ``read(offset, size)`` gives the file's bytes. ValueError when it is not plain FITS."""
+    blocks, values = [], {}
+    for _ in range(_MAX_HEADER_BLOCKS):
+        block = read(start + 2880 * len(blocks), 2880)
+        if len(block) < 2880:
+            raise ValueError("the file ends inside a header")
+        blocks.append(block)
+        cards = [block[i : i + 80] for i in range(0, 2880, 80)]
+        for card in cards:
+            if card[8:10] == b"= " and _STRUCTURE.match(card[:8]):
+                values[card[:8].rstrip().decode("ascii")] = int(card[10:].split(b"/")[0])
+        if any(card[:8] == b"END     " for card in cards):
+            break
+    else:
+        raise ValueError("no END card")
+    count = 0
+    if values.get("NAXIS", 0):
+        count = math.prod(values[f"NAXIS{i}"] for i in range(1, values["NAXIS"] + 1))
+    size = abs(values["BITPIX"]) // 8 * values.get("GCOUNT", 1) * (values.get("PCOUNT", 0) + count)
+    return b"".join(blocks), -(-size // 2880) * 2880
+
+
 def _hdu_spans(raw: bytes) -> Iterator[tuple[int, int]]:
     """(start, end) of each HDU in FITS bytes written by astropy."""
     start = 0
     while start < len(raw):
-        offset, values = start, {}
-        while True:
-            block = raw[offset : offset + 2880]
-            if len(block) < 2880:
-                raise ValueError("FITS bytes end inside a header")
-            offset += 2880
-            cards = [block[i : i + 80] for i in range(0, 2880, 80)]
-            for card in cards:
-                key = card[:8].rstrip().decode("ascii")
-                if card[8:10] == b"= " and re.match(r"^(BITPIX|NAXIS\d*|PCOUNT|GCOUNT)$", key):
-                    values[key] = int(card[10:].split(b"/")[0])
-            if any(card[:8] == b"END     " for card in cards):
-                break
-        count = 0
-        if values.get("NAXIS", 0):
-            count = math.prod(values[f"NAXIS{i}"] for i in range(1, values["NAXIS"] + 1))
-        size = abs(values["BITPIX"]) // 8 * values.get("GCOUNT", 1)
-        size *= values.get("PCOUNT", 0) + count
-        end = offset + -(-size // 2880) * 2880
-        yield start, end
-        start = end
+        header, data = _header_at(lambda offset, size: raw[offset : offset + size], start)
+        yield start, start + len(header) + data
+        start += len(header) + data
+
+
+def _find_hdu(handle: BinaryIO, index: int) -> tuple[fits.Header, int] | None:
+    """(header, byte offset of the data) of HDU ``index`` of an open file, by walking the
+    headers before it (only they are read); None when the file is not plain enough for
+    that (astropy then reads it, and says what is wrong)."""
+    if index < 0:
+        return None
+    start = 0
+    try:
+        for _ in range(index):
+            header, data = _header_at(lambda offset, size: read_span(handle, offset, size), start)
+            start += len(header) + data
+        header, _ = _header_at(lambda offset, size: read_span(handle, offset, size), start)
+        return fits.Header.fromstring(header.decode("ascii")), start + len(header)
+    except (ValueError, KeyError, UnicodeDecodeError):
+        return None
 
 
 def write_fits(path: str | os.PathLike, hdus: Sequence) -> None:
@@ -864,29 +889,21 @@ def read_image_rows(
         A truncated or corrupt compressed tile (the message names the file and HDU).
     """
     path = str(path)
-    with open_fits(path, disable_image_compression=True) as hdul:
-        with warnings.catch_warnings():
-            # astropy only warns when the HDU's data run past the end of the file
-            warnings.filterwarnings("error", ".*truncated", AstropyUserWarning)
+    with open_regular(path) as handle:
+        found = _find_hdu(handle, hdu)
+        image = None
+        if found is not None and found[0].get("ZIMAGE") is True:
             try:
-                table = hdul[hdu]
-            except AstropyUserWarning as warning:
-                raise TileDecodeError(f"{path}: HDU {hdu}: {warning}") from None
-        header = table.header
-        where = _where(path, hdu, header)
-        if isinstance(table, fits.BinTableHDU) and header.get("ZIMAGE", False):
-            try:
-                image = TiledImage.from_header(header)
+                image = TiledImage.from_header(found[0])
             except (UnsupportedCompression, KeyError, ValueError, TypeError):
-                image = None
-            if image is not None:
-                info = table.fileinfo()
-                if image.ndim == 1:  # astropy's section slices the pixels of a 1-D image
-                    return image.read_rows(info["file"], info["datLoc"], 0, 1, where)[y0:y1]
-                start = 0 if y0 is None else y0
-                stop = image.shape[0] if y1 is None else y1
-                return image.read_rows(info["file"], info["datLoc"], start, stop, where)
-        elif not header.get("ZIMAGE", False):
-            return np.array(table.section[y0:y1], copy=True)
-    with open_fits(path) as hdul:  # the kinds astropy decodes itself
+                pass
+        if image is not None:
+            header, data_start = found
+            where = _where(path, hdu, header)
+            if image.ndim == 1:  # astropy's section slices the pixels of a 1-D image
+                return image.read_rows(handle, data_start, 0, 1, where)[y0:y1]
+            start = 0 if y0 is None else y0
+            stop = image.shape[0] if y1 is None else y1
+            return image.read_rows(handle, data_start, start, stop, where)
+    with open_fits(path) as hdul:  # plain images and the kinds astropy decodes itself
         return np.array(hdul[hdu].section[slice(y0, y1)], copy=True)
