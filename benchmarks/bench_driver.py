@@ -124,7 +124,7 @@ def run_driver(root: Path, *args: str) -> tuple[float, float, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000, 100000])
     parser.add_argument("--real", type=int, nargs="*", default=[1000])
     parser.add_argument("--work", type=Path, default=Path("/tmp/daskcal-bench-driver"))
     args = parser.parse_args()

@@ -88,30 +88,67 @@ def merge_table_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
 
     A new row without TAN-SIP cards (a catalog run) keeps those of the row it replaces
     when both were made from the same inputs (same ``row_record``), so that a catalog
-    run after an exposure run does not drop them.
+    run after an exposure run does not drop them. Done in Arrow, column by column: the
+    driver holds the table once, not several pandas copies of it.
     """
-    new = pd.DataFrame(rows)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    new = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
     if Path(path).exists():
-        old = read_calibration_table(path)
-        key_old = pd.MultiIndex.from_frame(old[["visit", "ccd"]])
-        key_new = pd.MultiIndex.from_frame(new[["visit", "ccd"]])
-        if "row_record" in old and "sip_header" in old:
-            previous = old.set_index(["visit", "ccd"])
-            matched = previous.reindex(key_new)
-            keep = (
-                (new["sip_header"].fillna("") == "").to_numpy()
-                & (matched["row_record"].to_numpy() == new["row_record"].to_numpy())
-                & (matched["sip_header"].fillna("").to_numpy() != "")
-            )
-            for column in ("sip_header", "sip_max_error_mas"):
-                if column in previous and column in new:
-                    new.loc[keep, column] = matched[column].to_numpy()[keep]
-        kept = old[~key_old.isin(key_new)]
-        if len(kept):
-            new = pd.concat([kept, new], ignore_index=True)
-    new = new.sort_values(["visit", "ccd"], kind="stable", ignore_index=True)
-    new["sip_ok"] = (new["sip_header"].fillna("") != "") | (new["wcs_ast"].fillna("") == "")
-    return write_calibration_table(new, path)
+        old = pq.read_table(path)
+        old_keys, new_keys = _row_keys(old), _row_keys(new)
+        if {"row_record", "sip_header"} <= set(old.column_names):
+            new = _keep_tan_sip(old, old_keys, new, new_keys)
+        kept = old.filter(pa.array(~np.isin(old_keys, new_keys)))
+        new = pa.concat_tables([kept, new], promote_options="permissive")
+    new = new.take(np.lexsort((_column(new, "ccd"), _column(new, "visit"))))
+    length = pc.utf8_length  # no Python strings: the WCS texts are large
+    sip_ok = pc.or_(
+        pc.greater(length(new["sip_header"].fill_null("")), 0),
+        pc.equal(length(new["wcs_ast"].fill_null("")), 0),
+    )
+    new = new.drop_columns([c for c in ("sip_ok",) if c in new.column_names])
+    new = new.append_column("sip_ok", sip_ok)
+    with atomic_write(path) as tmp:
+        pq.write_table(new, tmp)
+    return Path(path)
+
+
+def _column(table, name: str) -> np.ndarray:
+    return table[name].to_numpy().astype(np.int64)
+
+
+def _row_keys(table) -> np.ndarray:
+    """One integer per (visit, ccd): ccd < 1000 (the HscMapper's %03d)."""
+    return _column(table, "visit") * 1000 + _column(table, "ccd")
+
+
+def _keep_tan_sip(old, old_keys: np.ndarray, new, new_keys: np.ndarray):
+    """``new`` with the TAN-SIP columns of the old rows it replaces, where it has none."""
+    import pyarrow as pa
+
+    order = np.argsort(old_keys, kind="stable")
+    at = np.clip(np.searchsorted(old_keys[order], new_keys), 0, max(len(order) - 1, 0))
+    if not len(order):
+        return new
+    index = order[at]
+    found = old_keys[index] == new_keys
+    old_sip = np.asarray(old["sip_header"].fill_null("").to_pylist(), dtype=object)[index]
+    same = np.asarray(old["row_record"].fill_null("").to_pylist(), dtype=object)[index]
+    new_sip = np.asarray(new["sip_header"].fill_null("").to_pylist(), dtype=object)
+    keep = found & (new_sip == "") & (old_sip != "")
+    keep &= same == np.asarray(new["row_record"].fill_null("").to_pylist(), dtype=object)
+    if not keep.any():
+        return new
+    for name in ("sip_header", "sip_max_error_mas"):
+        if name in old.column_names and name in new.column_names:
+            values = np.where(keep, np.asarray(old[name].to_pylist(), dtype=object)[index],
+                              np.asarray(new[name].to_pylist(), dtype=object))  # fmt: skip
+            column = pa.array(values.tolist(), type=new.schema.field(name).type)
+            new = new.set_column(new.schema.get_field_index(name), name, column)
+    return new
 
 
 def _photocalib_columns(pc: PhotoCalib | None) -> dict[str, Any]:
