@@ -45,7 +45,8 @@ the unsigned-integer ``BZERO`` convention) are decoded here, reading only the ti
 need, and everything else (quantized or dithered floats, HCOMPRESS, PLIO, scaled data,
 null-value columns, plain image HDUs) is read by astropy as before. A tile whose bytes are
 truncated, fail gzip's CRC-32 or lie outside the heap raises :class:`TileDecodeError`
-naming the file and the HDU: no garbage pixels are returned.
+naming the file and the HDU: no garbage pixels are returned. (RICE_1 and NOCOMPRESS tiles
+carry no checksum: damage shows only when they no longer decode to their size.)
 """
 
 from __future__ import annotations
