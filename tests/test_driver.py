@@ -98,6 +98,20 @@ def test_no_calls_start_no_cluster():
     assert drive(iter(()), lambda c, o: [], connect=connect) is False
 
 
+def test_runs_on_the_callers_client(root):
+    from distributed import Client
+
+    from daskcal.config import CalibrateConfig
+    from daskcal.repo import Repository
+    from daskcal.runs.calibrate import RunOptions, run_catalog
+
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as c:
+        report = run_catalog(Repository(root, "demo:cal"), [{"tract": 0}], CalibrateConfig(),
+                             options=RunOptions(no_versions=True), client=c)  # fmt: skip
+        assert report.count("done") == VISITS * len(CCDS)
+        assert c.status == "running"  # the caller's cluster is left open
+
+
 def test_a_rerun_with_nothing_to_do_starts_no_cluster(root, monkeypatch, capsys):
     assert catalog(root) == 0
     import daskcal.runs.cluster as cluster

@@ -145,6 +145,7 @@ def _run(
     config: CalibrateConfig,
     execution: ExecutionOptions,
     options: RunOptions,
+    client: Any = None,
 ) -> RunReport:
     start = time.monotonic()
     with handle_signals():
@@ -176,7 +177,9 @@ def _run(
                     ran = drive(
                         run.calls(),
                         run.on_outcome,
-                        connect=lambda: stack.enter_context(dask_client(execution, len(full))),
+                        connect=lambda: (
+                            client or stack.enter_context(dask_client(execution, len(full)))
+                        ),
                         window=options.window,
                         doraise=options.doraise,
                         label=job.task if options.progress else "",
@@ -200,6 +203,8 @@ def run_catalog(
     config: CalibrateConfig,
     execution: ExecutionOptions | None = None,
     options: RunOptions | None = None,
+    *,
+    client: Any = None,
 ) -> RunReport:
     """Run calibrateCatalog on some data ids.
 
@@ -212,9 +217,12 @@ def run_catalog(
     config : CalibrateConfig
         The calibration configuration.
     execution : ExecutionOptions, optional
-        Where to run (default: in process).
+        Where to run (default: in process), when no ``client`` is given.
     options : RunOptions, optional
         Redo, doraise, provenance policy, progress.
+    client : distributed.Client, optional
+        Run on this client (the caller's cluster, kept open); else the driver starts what
+        ``execution`` says, only if there is work to do.
 
     Returns
     -------
@@ -245,7 +253,7 @@ def run_catalog(
         visit,
         group=options.group,
     )
-    return _run(job, repo, ids, config, execution, options)
+    return _run(job, repo, ids, config, execution, options, client)
 
 
 def run_exposure(
@@ -255,6 +263,7 @@ def run_exposure(
     execution: ExecutionOptions | None = None,
     options: RunOptions | None = None,
     *,
+    client: Any = None,
     quicklook: bool = False,
     chunk_rows: int = 512,
     codec: str = "daskcal",
@@ -263,7 +272,7 @@ def run_exposure(
 
     Parameters
     ----------
-    repo, ids, config, execution, options
+    repo, ids, config, execution, options, client
         As for :func:`run_catalog`.
     quicklook : bool
         Also write a PNG mosaic per visit (``calibrated/<tract>/quicklook/``).
@@ -302,4 +311,4 @@ def run_exposure(
         visit_kind="quicklook",
         sip=True,
     )
-    return _run(job, repo, ids, config, execution, options)
+    return _run(job, repo, ids, config, execution, options, client)
