@@ -47,6 +47,10 @@ null-value columns, plain image HDUs) is read by astropy as before. A tile whose
 truncated, fail gzip's CRC-32 or lie outside the heap raises :class:`TileDecodeError`
 naming the file and the HDU: no garbage pixels are returned. (RICE_1 and NOCOMPRESS tiles
 carry no checksum: damage shows only when they no longer decode to their size.)
+
+Why one module of more than ~300 lines: the encoder and the decoder share the tile layout,
+the heap descriptors and the byte shuffling of one convention; their tests check each
+against the other and against astropy, fitsio and funpack.
 """
 
 from __future__ import annotations
