@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .io.integrity import NHDU_KEY, fits_problem, primary_cards
+from .io.integrity import NHDU_KEY, inspect_fits, primary_cards
 
 __all__ = [
     "NHDU_CARD",
@@ -33,6 +33,7 @@ __all__ = [
     "CcdPlan",
     "CcdWork",
     "ccd_action",
+    "inspect_output",
     "file_identity",
     "make_record",
     "output_state",
@@ -96,6 +97,13 @@ def read_record(path: str | os.PathLike) -> tuple[str, int | None]:
     return str(cards.get(RECORD_CARD, "")), int(nhdu) if isinstance(nhdu, int) else None
 
 
+def inspect_output(path: str | os.PathLike) -> tuple[str, str | None]:
+    """(``DASKCAL_RECORD`` or "", what is wrong with the file's structure or None), read in
+    one pass: the HDU count it must have comes from its ``DASKCAL_NHDU``."""
+    cards, problem = inspect_fits(path, (RECORD_CARD,), count_key=NHDU_CARD)
+    return str(cards.get(RECORD_CARD, "")), problem
+
+
 def output_state(path: str | os.PathLike, wanted: str) -> tuple[str, str]:
     """(state, detail) of a CCD output against the record a run would write now.
 
@@ -105,8 +113,7 @@ def output_state(path: str | os.PathLike, wanted: str) -> tuple[str, str]:
         return "missing", ""
     if not Path(path).is_file():
         return "corrupt", "not a regular file"
-    recorded, nhdu = read_record(path)
-    problem = fits_problem(path, nhdu)
+    recorded, problem = inspect_output(path)
     if problem:
         return "corrupt", problem
     if not recorded:

@@ -32,6 +32,7 @@ from .photocalib import PhotoCalib, read_photocalib, validate_photocalib
 from .skywcs import SkyWcs, read_skywcs, validate_skywcs
 
 __all__ = [
+    "applied_calibrations",
     "calibration_row",
     "calibrations_from_row",
     "fgcm_table_rows",
@@ -60,6 +61,16 @@ def row_datasets(config: CalibrateConfig) -> tuple[str, ...]:
         f"{config.externalPhotoCalibName}_photoCalib",
         f"{config.externalSkyWcsName}_wcs",
     )
+
+
+def applied_calibrations(config: CalibrateConfig) -> tuple[str, ...]:
+    """The calibration datasets ``config`` applies: the PhotoCalib, the SkyWcs, or both."""
+    names = []
+    if config.doApplyExternalPhotoCalib:
+        names.append(f"{config.externalPhotoCalibName}_photoCalib")
+    if config.doApplyExternalSkyWcs:
+        names.append(f"{config.externalSkyWcsName}_wcs")
+    return tuple(names)
 
 
 def table_records(path: Path) -> dict[tuple[int, int], tuple[str, bool]]:

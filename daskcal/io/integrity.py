@@ -24,6 +24,7 @@ __all__ = [
     "NHDU_KEY",
     "count_hdus",
     "fits_problem",
+    "inspect_fits",
     "parquet_problem",
     "primary_cards",
     "with_cards",
@@ -93,21 +94,49 @@ def fits_problem(path: str | os.PathLike, expected_hdus: int | None = None) -> s
     str or None
         A short reason ("truncated: ..." or "not FITS: ...") or None.
     """
+    return inspect_fits(path, expected_hdus=expected_hdus)[1]
+
+
+def inspect_fits(
+    path: str | os.PathLike,
+    keys: tuple[str, ...] = (),
+    *,
+    expected_hdus: int | None = None,
+    count_key: str | None = None,
+) -> tuple[dict[str, object], str | None]:
+    """Some primary-header cards and the structure's problem, in one pass over the file.
+
+    ``count_key`` names a primary card holding the number of HDUs the file must have (it
+    is read with ``keys``); ``expected_hdus`` gives that number directly.
+
+    Returns
+    -------
+    (dict, str or None)
+        The values of the ``keys`` present, and :func:`fits_problem`'s answer.
+    """
+    cards: dict[str, object] = {}
     try:
         with open_regular(path) as handle:
             size = os.fstat(handle.fileno()).st_size
             offset = hdus = 0
             while offset < size and hdus < MAX_HDUS:
-                values, length, _ = _read_header(handle, offset, size)
+                values, length, raw = _read_header(handle, offset, size)
+                if hdus == 0 and (keys or count_key):
+                    header = fits.Header.fromstring(raw)
+                    wanted = (*keys, count_key) if count_key else keys
+                    cards = {key: header[key] for key in wanted if key in header}
                 offset += length + _data_size(values)
                 hdus += 1
     except (OSError, ValueError, KeyError) as err:
-        return f"truncated or not FITS ({err})"
+        return cards, f"truncated or not FITS ({err})"
+    counted = cards.get(count_key) if count_key else None
+    if expected_hdus is None and isinstance(counted, int):
+        expected_hdus = counted
     if offset > size:
-        return f"truncated: {size} bytes, its HDUs need {offset}"
+        return cards, f"truncated: {size} bytes, its HDUs need {offset}"
     if expected_hdus is not None and hdus != expected_hdus:
-        return f"truncated: {hdus} HDUs, {expected_hdus} written"
-    return None
+        return cards, f"truncated: {hdus} HDUs, {expected_hdus} written"
+    return cards, None
 
 
 def count_hdus(raw: bytes) -> int:

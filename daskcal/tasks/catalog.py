@@ -21,12 +21,17 @@ import pyarrow.parquet as pq
 
 from ..apply import calibrate_catalog, with_ids
 from ..calexp import config_digest, provenance_cards
-from ..calib.table import calibration_row, calibrations_from_row, row_datasets
+from ..calib.table import (
+    applied_calibrations,
+    calibration_row,
+    calibrations_from_row,
+    row_datasets,
+)
 from ..config import CalibrateConfig
 from ..dataid import format_id
 from ..errors import failure_reason, uncalibrated_reason, writing_output
 from ..io.catalog import read_catalog, write_catalog
-from ..io.integrity import fits_problem, parquet_problem
+from ..io.integrity import parquet_problem
 from ..io.parquet import (
     FRAGMENT_KEY,
     arrow_table,
@@ -35,7 +40,7 @@ from ..io.parquet import (
     write_fragment,
 )
 from ..layout import OutputLayout
-from ..records import NHDU_CARD, RECORD_CARD, CcdWork, plan_ccd, read_record
+from ..records import NHDU_CARD, RECORD_CARD, CcdWork, inspect_output, plan_ccd
 from ..report import Outcome
 
 __all__ = [
@@ -115,12 +120,7 @@ TASK = "calibrateCatalog"
 
 def catalog_inputs(config: CalibrateConfig) -> tuple[str, ...]:
     """The datasets a CALSRC is made from under ``config`` (its record covers them)."""
-    names = ["src"]
-    if config.doApplyExternalPhotoCalib:
-        names.append(f"{config.externalPhotoCalibName}_photoCalib")
-    if config.doApplyExternalSkyWcs:
-        names.append(f"{config.externalSkyWcsName}_wcs")
-    return tuple(names)
+    return ("src", *applied_calibrations(config))
 
 
 def calibrate_catalog_ccd(
@@ -221,8 +221,7 @@ def _visit_members(folder: Path, visit: int) -> tuple[dict[int, tuple[Path, str]
         if match is None:
             continue
         path = folder / name
-        record, nhdu = read_record(path)
-        problem = fits_problem(path, nhdu)
+        record, problem = inspect_output(path)
         if problem:
             warnings.append(f"{path} left out: {problem}")
             continue

@@ -51,7 +51,7 @@ from ..calexp import calexp_archive, calexp_headers, config_digest, provenance_c
 from ..calib.background_file import background_block, load_background
 from ..calib.photocalib import PhotoCalib
 from ..calib.skywcs import SkyWcs
-from ..calib.table import calibrations_from_row, row_datasets
+from ..calib.table import applied_calibrations, calibrations_from_row, row_datasets
 from ..config import CalibrateConfig
 from ..errors import CalibrationMissing, failure_reason, uncalibrated_reason, writing_output
 from ..io.exposure import read_exposure, read_rows, write_exposure
@@ -314,14 +314,8 @@ TASK = "calibrateExposure"
 
 def exposure_inputs(config: CalibrateConfig) -> tuple[str, ...]:
     """The datasets a CALEXP is made from under ``config`` (its record covers them)."""
-    names = ["calexp"]
-    if config.doApplySkyCorr:
-        names.append("skyCorr")
-    if config.doApplyExternalPhotoCalib:
-        names.append(f"{config.externalPhotoCalibName}_photoCalib")
-    if config.doApplyExternalSkyWcs:
-        names.append(f"{config.externalSkyWcsName}_wcs")
-    return tuple(names)
+    sky = ("skyCorr",) if config.doApplySkyCorr else ()
+    return ("calexp", *sky, *applied_calibrations(config))
 
 
 def calibrate_exposure_ccd(

@@ -28,9 +28,8 @@ from ..dataid import format_id
 from ..errors import failure_reason
 from ..io.atomic import atomic_write
 from ..io.exposure import read_exposure, read_rows
-from ..io.integrity import fits_problem
 from ..layout import OutputLayout
-from ..records import read_record
+from ..records import inspect_output
 from ..report import Outcome
 
 __all__ = [
@@ -210,8 +209,8 @@ def write_visit_quicklook(
     try:
         members = {}
         for calexp in sorted(folder.glob(f"CALEXP-{visit:07d}-*.fits")):
-            record, nhdu = read_record(calexp)
-            if fits_problem(calexp, nhdu) is None:
+            record, problem = inspect_output(calexp)
+            if problem is None:
                 st = calexp.stat()
                 members[int(_CALEXP.search(calexp.name).group(2))] = (
                     calexp,
